@@ -1,0 +1,221 @@
+//! App: builds the connections, starts the roles, and owns the shutdown order:
+//! ingress stops accepting, the matcher stops consuming, workers finish what they hold,
+//! the relay stops, then the connections close.
+
+use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    bus::{Bus, outbox},
+    config::Config,
+    db,
+    ingress::{self, IngressState},
+    matcher,
+    providers::whatsapp::WhatsApp,
+    steps::Services,
+    telemetry, worker,
+    workflow::{SharedWorkflows, Workflows},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every role in one process.
+    All,
+    Ingress,
+    Matcher,
+    Worker,
+    /// Timers and the outbox relay (schedules come with the triggers work).
+    Scheduler,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Role as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+fn runs(roles: &[Role], role: Role) -> bool {
+    roles.contains(&Role::All) || roles.contains(&role)
+}
+
+/// A started Herald. Drop does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub bus: Bus,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    server: TaskTracker,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops in order and waits for held work to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.server.close();
+        self.server.wait().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.bus.close().await;
+        self.pool.close().await;
+    }
+
+    /// Waits until the shutdown token is cancelled (by a signal), then shuts down.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+/// Connects, migrates, and starts `roles`. Binds `config.listen` (port 0 picks a free port).
+pub async fn start(config: Config, roles: &[Role], workflows: Workflows) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+    db::migrate(&pool).await?;
+    let bus = Bus::new(&config);
+    bus.ensure()
+        .await
+        .context("connect to RabbitMQ (HERALD_AMQP_URL)")?;
+    let workflows: SharedWorkflows = Arc::new(workflows);
+    let whatsapp = match &config.access_token {
+        Some(token) => WhatsApp::graph(&config.api_base_url, token.clone(), config.provider_timeout)?,
+        None => WhatsApp::Sandbox,
+    };
+    let _ = telemetry::metrics();
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    tasks.spawn(outbox::run_relay(
+        bus.clone(),
+        pool.clone(),
+        config.outbox_interval,
+        shutdown.clone(),
+    ));
+    if runs(roles, Role::Matcher) {
+        tasks.spawn(matcher::run(
+            pool.clone(),
+            bus.clone(),
+            workflows.clone(),
+            config.matcher_prefetch,
+            shutdown.clone(),
+        ));
+    }
+    if runs(roles, Role::Worker) {
+        let services = Services {
+            pool: pool.clone(),
+            whatsapp: whatsapp.clone(),
+        };
+        tasks.spawn(worker::run(
+            services,
+            bus.clone(),
+            workflows.clone(),
+            config.worker_prefetch,
+            shutdown.clone(),
+        ));
+    }
+
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { telemetry::metrics().render() }))
+        .with_state(Health {
+            pool: pool.clone(),
+            bus: bus.clone(),
+        });
+    if runs(roles, Role::Ingress) {
+        router = router.merge(ingress::router(IngressState {
+            pool: pool.clone(),
+            bus: bus.clone(),
+            config: config.clone(),
+        }));
+    }
+    let router = router.layer(tower_http::catch_panic::CatchPanicLayer::new());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {} (HERALD_LISTEN)", config.listen))?;
+    let addr = listener.local_addr()?;
+    let server = TaskTracker::new();
+    let stop = shutdown.clone();
+    server.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, roles = ?roles, workflows = workflows.all().len(), sender = whatsapp.provider_name(), "herald started");
+    Ok(Running {
+        addr,
+        pool,
+        bus,
+        shutdown,
+        tasks,
+        server,
+    })
+}
+
+#[derive(Clone)]
+struct Health {
+    pool: PgPool,
+    bus: Bus,
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&h.pool),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())
+    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
+    let amqp = h.bus.ensure().await.map_err(|e| e.to_string());
+    let ok = db.is_ok() && amqp.is_ok();
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    (
+        status,
+        Json(json!({"status": if ok {"ready"} else {"not ready"}, "postgres": show(&db), "rabbitmq": show(&amqp)})),
+    )
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing held work");
+        token.cancel();
+    });
+}

@@ -1,0 +1,343 @@
+//! Bus: RabbitMQ. The only module that imports lapin. Topology is declared here, in one place:
+//! the topic exchange `<prefix>.events`, the matcher's queue bound to every event, and the
+//! durable jobs queue that workers consume with manual acks.
+
+pub mod outbox;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use tokio::sync::Mutex;
+
+use crate::config::{Config, QueueType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("RabbitMQ is unreachable: {0}")]
+    Unreachable(String),
+    #[error("RabbitMQ did not confirm the publish: {0}")]
+    NotConfirmed(String),
+}
+
+/// Where a message goes: the events exchange (routing key `<type>.<sender>`) or the jobs queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Events,
+    Jobs,
+}
+
+impl Destination {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Destination::Events => "events",
+            Destination::Jobs => "jobs",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "events" => Some(Destination::Events),
+            "jobs" => Some(Destination::Jobs),
+            _ => None,
+        }
+    }
+}
+
+/// The names of Herald's exchange and queues, all derived from one prefix.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub events_exchange: String,
+    pub matcher_queue: String,
+    pub jobs_queue: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Names {
+            events_exchange: format!("{prefix}.events"),
+            matcher_queue: format!("{prefix}.matcher"),
+            jobs_queue: format!("{prefix}.jobs"),
+        }
+    }
+}
+
+/// A message taken from a queue; ack it when its work is recorded.
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+}
+
+impl Delivery {
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.inner
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Unreachable(e.to_string()))
+    }
+    /// Gives the message back to the queue for another consumer.
+    pub async fn requeue(&self) -> Result<(), BusError> {
+        self.inner
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Unreachable(e.to_string()))
+    }
+}
+
+struct Link {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+/// A supervised connection to RabbitMQ: it reconnects (and re-declares the topology) on demand
+/// after the broker went away, so every caller sees either a working channel or an error.
+#[derive(Clone)]
+pub struct Bus {
+    url: String,
+    names: Names,
+    queue_type: QueueType,
+    queue_expires_ms: Option<u64>,
+    link: Arc<Mutex<Option<Link>>>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Bus {
+    /// A bus that connects on first use.
+    pub fn new(config: &Config) -> Self {
+        Bus {
+            url: config.amqp_url.clone(),
+            names: Names::new(&config.amqp_prefix),
+            queue_type: config.amqp_queue_type,
+            queue_expires_ms: config.amqp_queue_expires_ms,
+            link: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    async fn open(&self) -> Result<Link, BusError> {
+        let unreachable = |e: lapin::Error| BusError::Unreachable(e.to_string());
+        let connect = Connection::connect(&self.url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| BusError::Unreachable("connect timed out".into()))?
+            .map_err(unreachable)?;
+        let publisher = connection.create_channel().await.map_err(unreachable)?;
+        self.declare(&publisher).await.map_err(unreachable)?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unreachable)?;
+        Ok(Link {
+            connection: Arc::new(connection),
+            publisher,
+        })
+    }
+
+    async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        channel
+            .exchange_declare(
+                self.names.events_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for queue in [&self.names.matcher_queue, &self.names.jobs_queue] {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    self.queue_arguments(),
+                )
+                .await?;
+        }
+        channel
+            .queue_bind(
+                self.names.matcher_queue.as_str().into(),
+                self.names.events_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        let kind = match self.queue_type {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(LongString::from(kind)),
+        );
+        if let Some(ms) = self.queue_expires_ms {
+            args.insert(
+                ShortString::from("x-expires"),
+                AMQPValue::LongLongInt(ms as i64),
+            );
+        }
+        args
+    }
+
+    /// The live connection, opening a new one if the last one died.
+    async fn connection(&self) -> Result<(Arc<Connection>, Channel), BusError> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref()
+            && l.connection.status().connected()
+            && l.publisher.status().connected()
+        {
+            return Ok((l.connection.clone(), l.publisher.clone()));
+        }
+        let fresh = self.open().await?;
+        let pair = (fresh.connection.clone(), fresh.publisher.clone());
+        if let Some(old) = link.replace(fresh) {
+            let _ = old.connection.close(0, "reconnecting".into()).await;
+        }
+        Ok(pair)
+    }
+
+    /// Makes sure the broker is reachable and the topology exists.
+    pub async fn ensure(&self) -> Result<(), BusError> {
+        self.connection().await.map(|_| ())
+    }
+
+    /// Publishes one persistent message and waits for the broker's confirm.
+    pub async fn publish(
+        &self,
+        destination: Destination,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<(), BusError> {
+        let (_, channel) = self.connection().await?;
+        let (exchange, key) = match destination {
+            Destination::Events => (self.names.events_exchange.as_str(), routing_key),
+            Destination::Jobs => ("", self.names.jobs_queue.as_str()),
+        };
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| BusError::NotConfirmed("confirm timed out".into()))?
+            .map_err(|e| BusError::NotConfirmed(e.to_string()))?;
+        if confirmation.is_nack() {
+            return Err(BusError::NotConfirmed("broker answered nack".into()));
+        }
+        Ok(())
+    }
+
+    /// Starts consuming `queue` on a channel of its own with the given prefetch.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<impl Stream<Item = Result<Delivery, BusError>> + use<>, BusError> {
+        let (connection, _) = self.connection().await?;
+        let unreachable = |e: lapin::Error| BusError::Unreachable(e.to_string());
+        let channel = connection.create_channel().await.map_err(unreachable)?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(unreachable)?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unreachable)?;
+        Ok(consumer.map(|d| {
+            d.map(|inner| Delivery { inner })
+                .map_err(|e| BusError::Unreachable(e.to_string()))
+        }))
+    }
+
+    /// Number of messages ready in a queue (for tests and `herald bench`).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        let (_, channel) = self.connection().await?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        Ok(q.message_count())
+    }
+
+    /// Removes the exchange and queues (tests use a unique prefix and clean up with this).
+    pub async fn delete_topology(&self) -> Result<(), BusError> {
+        let (connection, _) = self.connection().await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        for q in [&self.names.matcher_queue, &self.names.jobs_queue] {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                self.names.events_exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Closes the connection (shutdown).
+    pub async fn close(&self) {
+        if let Some(link) = self.link.lock().await.take() {
+            let _ = link.connection.close(200, "shutdown".into()).await;
+        }
+    }
+}

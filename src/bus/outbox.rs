@@ -1,0 +1,118 @@
+//! Outbox: a message is first written to PostgreSQL in the same transaction as the state it
+//! belongs to, then published with a confirm and deleted. If the publish fails (broker down,
+//! process killed), the relay publishes the row later. Consumers are idempotent, so a row
+//! published twice does no harm; a row is never lost.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Bus, BusError, Destination};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub destination: String,
+    pub routing_key: String,
+    pub body: serde_json::Value,
+}
+
+/// Writes a message to the outbox inside the caller's transaction.
+pub async fn stage(
+    tx: &mut Transaction<'_, Postgres>,
+    destination: Destination,
+    routing_key: &str,
+    body: &serde_json::Value,
+    event_id: Option<Uuid>,
+) -> sqlx::Result<OutboxRow> {
+    sqlx::query_as(
+        "INSERT INTO outbox (destination, routing_key, body, event_id) VALUES ($1, $2, $3, $4)
+         RETURNING id, destination, routing_key, body",
+    )
+    .bind(destination.as_str())
+    .bind(routing_key)
+    .bind(body)
+    .bind(event_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Publishes committed outbox rows, then deletes them. On a bus error the rows stay for the relay.
+pub async fn flush(bus: &Bus, pool: &PgPool, rows: &[OutboxRow]) -> Result<(), FlushError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    publish_all(bus, rows).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {
+    let publishes = rows.iter().map(|row| async move {
+        let destination = Destination::parse(&row.destination).unwrap_or(Destination::Events);
+        let body = serde_json::to_vec(&row.body).unwrap_or_default();
+        bus.publish(destination, &row.routing_key, &body).await
+    });
+    for result in futures::future::join_all(publishes).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Publishes rows older than `min_age` that nobody published (crash, broker outage). Rows are
+/// claimed with `FOR UPDATE SKIP LOCKED`, so several relays never publish the same row at once.
+pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await.context("begin outbox relay")?;
+    let rows: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT id, destination, routing_key, body FROM outbox
+         WHERE created_at < now() - make_interval(secs => $1)
+         ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(min_age.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await
+    .context("claim outbox rows")?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    publish_all(bus, &rows).await.context("publish outbox rows")?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .context("delete published outbox rows")?;
+    tx.commit().await.context("commit outbox relay")?;
+    Ok(rows.len())
+}
+
+/// The relay loop: runs in every process until shutdown.
+pub async fn run_relay(bus: Bus, pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+    let min_age = Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match relay_once(&bus, &pool, min_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(published = n, "outbox relay published stored messages"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox relay failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The `herald` command line: serve, migrate, workflows, simulate, runs, quarantine.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::{
+    app::{self, Role},
+    bus::Bus,
+    config::{Config, SANDBOX_PHONE_NUMBER_ID},
+    db,
+    domain::PhoneNumber,
+    ingress::{quarantine, signature},
+    runs::{self, RunFilter},
+    workflow::{self, WorkflowSpec},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about = "Event-driven automation engine for WhatsApp")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run Herald: every role, or the roles given with --role.
+    Serve {
+        /// ingress, matcher, worker, scheduler or all (repeatable).
+        #[arg(long = "role", value_enum, default_value = "all")]
+        roles: Vec<Role>,
+    },
+    /// Apply the database migrations.
+    Migrate,
+    /// Check or describe workflow files.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Inject events into a running Herald.
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+    /// Runs and their history.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Webhook bodies Herald could not parse or route.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowsCommand {
+    /// Report every mistake in DIR (default: HERALD_WORKFLOWS) with file, line and reason.
+    Validate { dir: Option<PathBuf> },
+    /// Print the JSON Schema of the workflow format.
+    Schema,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimulateCommand {
+    /// Post a signed WhatsApp text message webhook to Herald.
+    Message(SimulateMessage),
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateMessage {
+    /// The customer's phone number (E.164).
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub text: String,
+    /// The customer's profile name.
+    #[arg(long, default_value = "Sandbox Customer")]
+    pub name: String,
+    /// Our sender's phone_number_id.
+    #[arg(long, default_value = SANDBOX_PHONE_NUMBER_ID)]
+    pub sender: String,
+    /// The message id (wamid); repeat one to simulate a duplicate delivery.
+    #[arg(long)]
+    pub wamid: Option<String>,
+    /// Herald's base URL (default: http://HERALD_LISTEN).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// The newest runs.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with its trigger, steps and messages (the id or a prefix of it).
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse and store a quarantined body again.
+    Replay {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { roles } => {
+            let workflows = load_workflows(&config.workflows_dir)?;
+            let running = app::start(config, &roles, workflows).await?;
+            app::cancel_on_signal(running.shutdown_token());
+            running.wait().await;
+            Ok(())
+        }
+        Command::Migrate => {
+            let pool = db::connect(&config.database_url, 2).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Workflows(WorkflowsCommand::Validate { dir }) => {
+            let dir = dir.unwrap_or(config.workflows_dir);
+            let workflows = load_workflows(&dir)?;
+            println!("{}: {} workflows valid", dir.display(), workflows.all().len());
+            Ok(())
+        }
+        Command::Workflows(WorkflowsCommand::Schema) => {
+            let schema = schemars::schema_for!(WorkflowSpec);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
+        Command::Simulate(SimulateCommand::Message(m)) => simulate_message(&config, m).await,
+        Command::Runs(cmd) => runs_command(&config, cmd).await,
+        Command::Quarantine(cmd) => quarantine_command(&config, cmd).await,
+    }
+}
+
+/// Loads the workflows or fails with every mistake, one per line.
+pub fn load_workflows(dir: &std::path::Path) -> anyhow::Result<workflow::Workflows> {
+    workflow::load_dir(dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "{} mistake(s) in the workflows:\n{}",
+            errors.len(),
+            lines.join("\n")
+        )
+    })
+}
+
+/// The webhook body Meta sends for one inbound text message.
+pub fn text_message_body(
+    from: &PhoneNumber,
+    name: &str,
+    text: &str,
+    sender: &str,
+    wamid: &str,
+) -> serde_json::Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "sandbox-waba",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": { "display_phone_number": "15550000000", "phone_number_id": sender },
+                    "contacts": [{ "profile": { "name": name }, "wa_id": from.digits() }],
+                    "messages": [{
+                        "from": from.digits(),
+                        "id": wamid,
+                        "timestamp": chrono::Utc::now().timestamp().to_string(),
+                        "type": "text",
+                        "text": { "body": text }
+                    }]
+                }
+            }]
+        }]
+    })
+}
+
+async fn simulate_message(config: &Config, m: SimulateMessage) -> anyhow::Result<()> {
+    let from = PhoneNumber::parse(&m.from)?;
+    let wamid = m
+        .wamid
+        .unwrap_or_else(|| format!("wamid.simulated.{}", uuid::Uuid::now_v7().simple()));
+    let body = serde_json::to_vec(&text_message_body(&from, &m.name, &m.text, &m.sender, &wamid))?;
+    let sig = signature::sign(config.app_secret.expose().as_bytes(), &body);
+    let base = m.url.unwrap_or_else(|| format!("http://{}", config.listen));
+    let url = format!("{}/webhooks/whatsapp", base.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("post to {url}: is `herald serve` running?"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{status} {text}");
+    println!("wamid: {wamid}");
+    if !status.is_success() {
+        bail!("Herald answered {status}");
+    }
+    Ok(())
+}
+
+async fn runs_command(config: &Config, cmd: RunsCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url, 2).await?;
+    match cmd {
+        RunsCommand::List {
+            workflow,
+            status,
+            limit,
+            json,
+        } => {
+            let list = runs::list(&pool, &RunFilter { workflow, status, limit }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<36}  {:<24}  {:<10}  {:<16}  CREATED", "RUN", "WORKFLOW", "STATUS", "CUSTOMER");
+            for r in list {
+                println!(
+                    "{:<36}  {:<24}  {:<10}  {:<16}  {}",
+                    r.id,
+                    r.workflow,
+                    r.status,
+                    r.customer_id.unwrap_or_default(),
+                    r.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            let Some(detail) = runs::show(&pool, &run).await? else {
+                bail!("no run {run}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+                return Ok(());
+            }
+            let r = &detail.run;
+            println!("run       {}", r.id);
+            println!("workflow  {}", r.workflow);
+            println!("status    {}", r.status);
+            println!("trigger   {} {}", detail.event_type, detail.trigger);
+            if let Some(e) = &r.error {
+                println!("error     {e}");
+            }
+            println!("steps:");
+            for s in &detail.steps {
+                println!(
+                    "  #{} {} ({}) attempt {}: {}",
+                    s.step_index, s.step_id, s.step_type, s.attempt, s.state
+                );
+                if let Some(i) = &s.input {
+                    println!("      input  {i}");
+                }
+                if let Some(o) = &s.output {
+                    println!("      output {o}");
+                }
+                if let Some(e) = &s.error {
+                    println!("      error  {e}");
+                }
+            }
+            println!("messages:");
+            for m in &detail.messages {
+                println!(
+                    "  {} {} -> {} via {} [{}] {}",
+                    m.kind, m.sender_id, m.recipient, m.provider, m.status,
+                    m.wamid.as_deref().unwrap_or("-")
+                );
+                println!("      {}", m.request);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn quarantine_command(config: &Config, cmd: QuarantineCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url, 2).await?;
+    match cmd {
+        QuarantineCommand::List { limit, json } => {
+            let list = quarantine::list(&pool, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            for e in list {
+                println!(
+                    "{}  {}  {} bytes  {}  {}",
+                    e.id,
+                    e.received_at.format("%Y-%m-%d %H:%M:%S"),
+                    e.size,
+                    e.reason,
+                    e.replay_result
+                        .map(|r| format!("(replayed: {r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        QuarantineCommand::Replay { id, json } => {
+            let bus = Bus::new(config);
+            let result = quarantine::replay(&pool, &bus, id).await?;
+            bus.close().await;
+            if json {
+                println!("{}", json!({"id": id, "result": result}));
+            } else {
+                println!("{id}: {result}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Configuration: read once from the environment in `main`, passed down.
+//! Secrets are wrapped in [`Secret`] so that `Debug` never prints them.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+
+/// A value that must never appear in logs or in the API.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The app secret used when Herald runs with the sandbox sender and no `WHATSAPP_APP_SECRET`:
+/// `herald simulate` signs with the same value, so a new user needs no set-up.
+pub const SANDBOX_APP_SECRET: &str = "herald-sandbox-secret";
+/// The phone_number_id that `herald simulate` uses when none is given.
+pub const SANDBOX_PHONE_NUMBER_ID: &str = "100000000000001";
+
+/// Queue type for Herald's durable queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (`herald` -> `herald.events`, `herald.jobs`).
+    pub amqp_prefix: String,
+    pub amqp_queue_type: QueueType,
+    /// Queues are deleted after this long unused (`x-expires`); for tests, unset in production.
+    pub amqp_queue_expires_ms: Option<u64>,
+    pub listen: SocketAddr,
+    pub workflows_dir: PathBuf,
+    pub app_secret: Secret,
+    pub verify_token: Option<Secret>,
+    pub access_token: Option<Secret>,
+    pub api_base_url: String,
+    /// Largest webhook body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub log_json: bool,
+    /// Jobs a worker holds at once (RabbitMQ prefetch).
+    pub worker_prefetch: u16,
+    /// Events a matcher holds at once (RabbitMQ prefetch).
+    pub matcher_prefetch: u16,
+    /// How often the outbox relay looks for rows that were stored but not published.
+    pub outbox_interval: Duration,
+    /// Timeout of one call to the Graph API.
+    pub provider_timeout: Duration,
+    pub db_max_connections: u32,
+}
+
+impl Config {
+    /// Reads the configuration from `HERALD_*` and `WHATSAPP_*` variables.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |key: &str| get(key).filter(|v| !v.trim().is_empty());
+        let access_token = var("WHATSAPP_ACCESS_TOKEN").map(Secret::new);
+        let app_secret = match var("WHATSAPP_APP_SECRET") {
+            Some(s) => Secret::new(s),
+            None if access_token.is_none() => Secret::new(SANDBOX_APP_SECRET),
+            None => bail!(
+                "WHATSAPP_APP_SECRET is required when WHATSAPP_ACCESS_TOKEN is set \
+                 (webhooks are verified with the Meta app secret)"
+            ),
+        };
+        let listen = var("HERALD_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("HERALD_LISTEN: '{listen}' is not host:port"))?;
+        let queue_type = match var("HERALD_AMQP_QUEUE_TYPE").as_deref() {
+            None | Some("quorum") => QueueType::Quorum,
+            Some("classic") => QueueType::Classic,
+            Some(other) => bail!("HERALD_AMQP_QUEUE_TYPE: '{other}' is not quorum or classic"),
+        };
+        let number = |key: &str, default: u64| -> anyhow::Result<u64> {
+            match var(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{key}: '{v}' is not a whole number")),
+            }
+        };
+        let log_json = match var("HERALD_LOG_FORMAT").as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("HERALD_LOG_FORMAT: '{other}' is not json or text"),
+        };
+        Ok(Config {
+            database_url: var("HERALD_DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/herald".into()),
+            amqp_url: var("HERALD_AMQP_URL")
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            amqp_prefix: var("HERALD_AMQP_PREFIX").unwrap_or_else(|| "herald".into()),
+            amqp_queue_type: queue_type,
+            amqp_queue_expires_ms: match var("HERALD_AMQP_QUEUE_EXPIRES_MS") {
+                None => None,
+                Some(v) => Some(v.parse().with_context(|| {
+                    format!("HERALD_AMQP_QUEUE_EXPIRES_MS: '{v}' is not a whole number")
+                })?),
+            },
+            listen,
+            workflows_dir: var("HERALD_WORKFLOWS")
+                .unwrap_or_else(|| "workflows".into())
+                .into(),
+            app_secret,
+            verify_token: var("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
+            access_token,
+            api_base_url: var("WHATSAPP_API_BASE_URL")
+                .unwrap_or_else(|| "https://graph.facebook.com/v24.0".into())
+                .trim_end_matches('/')
+                .to_string(),
+            max_body_bytes: number("HERALD_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
+            log_json,
+            worker_prefetch: number("HERALD_WORKER_PREFETCH", 64)?.clamp(1, 65535) as u16,
+            matcher_prefetch: number("HERALD_MATCHER_PREFETCH", 64)?.clamp(1, 65535) as u16,
+            outbox_interval: Duration::from_millis(number("HERALD_OUTBOX_INTERVAL_MS", 1000)?),
+            provider_timeout: Duration::from_millis(number("HERALD_PROVIDER_TIMEOUT_MS", 10_000)?),
+            db_max_connections: number("HERALD_DB_MAX_CONNECTIONS", 32)? as u32,
+        })
+    }
+
+    /// True when sends go to the sandbox instead of the Graph API.
+    pub fn sandbox(&self) -> bool {
+        self.access_token.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_services_and_the_sandbox() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/herald");
+        assert!(c.sandbox());
+        assert_eq!(c.app_secret.expose(), SANDBOX_APP_SECRET);
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn an_access_token_without_app_secret_is_refused() {
+        let err = config(&[("WHATSAPP_ACCESS_TOKEN", "t")]).unwrap_err();
+        assert!(err.to_string().contains("WHATSAPP_APP_SECRET"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = config(&[("WHATSAPP_ACCESS_TOKEN", "tok-123"), ("WHATSAPP_APP_SECRET", "sec-456")])
+            .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("tok-123") && !printed.contains("sec-456"));
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_variable() {
+        let err = config(&[("HERALD_LISTEN", "nope")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_LISTEN"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Domain: typed values parsed at the edge, no I/O. The core never re-validates strings.
+
+mod event;
+mod phone;
+mod template;
+
+pub use event::{CloudEvent, EventType, UnknownEventType};
+pub use phone::{InvalidPhoneNumber, PhoneNumber};
+pub use template::{LanguageCode, TemplateName};
+
+/// Implements `JsonSchema` for a newtype that is written as a string.
+#[macro_export]
+macro_rules! string_schema {
+    ($t:ty) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                <String as schemars::JsonSchema>::json_schema(generator)
+            }
+        }
+    };
+}

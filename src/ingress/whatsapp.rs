@@ -1,0 +1,120 @@
+//! `GET /webhooks/whatsapp` (Meta's verification handshake) and `POST /webhooks/whatsapp`.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use subtle_compare::eq;
+
+use super::{IngressState, payload, quarantine, signature, store};
+use crate::bus::outbox;
+
+mod subtle_compare {
+    /// Constant-time comparison of two byte strings.
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+pub async fn verify(
+    State(state): State<IngressState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mode = query.get("hub.mode").map(String::as_str);
+    let token = query.get("hub.verify_token").map(String::as_bytes);
+    let challenge = query.get("hub.challenge");
+    let expected = state.config.verify_token.as_ref();
+    match (mode, token, challenge, expected) {
+        (Some("subscribe"), Some(token), Some(challenge), Some(expected))
+            if eq(token, expected.expose().as_bytes()) =>
+        {
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain")],
+                challenge.clone(),
+            )
+                .into_response()
+        }
+        _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
+    }
+}
+
+fn answer(status: StatusCode, outcome: &'static str, body: serde_json::Value) -> Response {
+    metrics::counter!("herald_webhooks_total", "source" => "whatsapp", "outcome" => outcome)
+        .increment(1);
+    (status, Json(body)).into_response()
+}
+
+fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %error, "{what}; answering 503 so that Meta delivers again");
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        json!({"error": "unavailable", "message": format!("{what}; deliver again later")}),
+    )
+}
+
+pub async fn receive(State(state): State<IngressState>, headers: HeaderMap, body: Bytes) -> Response {
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature::verify(state.config.app_secret.expose().as_bytes(), sig, &body) {
+        tracing::warn!(present = sig.is_some(), "webhook signature missing or wrong");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            json!({"error": "bad_signature", "message": "X-Hub-Signature-256 is missing or does not match the body"}),
+        );
+    }
+    let parsed = match payload::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return match quarantine::keep(&state.pool, "whatsapp", &body, &e.to_string()).await {
+                Ok(id) => answer(
+                    StatusCode::OK,
+                    "quarantined",
+                    json!({"status": "quarantined", "quarantine_id": id, "reason": e.to_string()}),
+                ),
+                Err(db) => unavailable("could not store the webhook", &db),
+            };
+        }
+    };
+    let mut quarantine_id = None;
+    if !parsed.problems.is_empty() {
+        match quarantine::keep(&state.pool, "whatsapp", &body, &parsed.problems.join("; ")).await {
+            Ok(id) => quarantine_id = Some(id),
+            Err(db) => return unavailable("could not store the webhook", &db),
+        }
+    }
+    let stored = match store::store_items(&state.pool, &parsed.items).await {
+        Ok(s) => s,
+        Err(db) => return unavailable("could not store the events", &db),
+    };
+    if let Err(e) = outbox::flush(&state.bus, &state.pool, &stored.outbox).await {
+        return unavailable("could not publish the events", &e);
+    }
+    tracing::info!(
+        new_events = stored.new_events,
+        duplicates = stored.duplicates,
+        "webhook accepted"
+    );
+    answer(
+        StatusCode::OK,
+        if quarantine_id.is_some() { "partly_quarantined" } else { "accepted" },
+        json!({
+            "status": "accepted",
+            "new_events": stored.new_events,
+            "duplicates": stored.duplicates,
+            "quarantine_id": quarantine_id,
+        }),
+    )
+}

@@ -1,0 +1,157 @@
+//! Matcher: turns one event into zero or more runs and their first jobs. Never calls a provider.
+//! Idempotent under redelivery: one run per (workflow, event).
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    bus::{
+        Bus, Delivery, Destination,
+        outbox::{self, OutboxRow},
+    },
+    domain::CloudEvent,
+    runs::Job,
+    workflow::{SharedWorkflows, Workflow},
+};
+
+/// The data a trigger filter sees: `trigger` (the event's data) and `event` (its envelope).
+pub fn trigger_data(event: &CloudEvent) -> Value {
+    json!({
+        "trigger": event.data,
+        "event": {
+            "id": event.id,
+            "type": event.event_type,
+            "source": event.source,
+            "time": event.time,
+            "sender_id": event.senderid,
+            "subject": event.subject,
+        },
+    })
+}
+
+/// The enabled workflows whose trigger matches `event`. Pure; a filter that fails to evaluate
+/// does not match (and is logged).
+pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&'a Workflow> {
+    let data = trigger_data(event);
+    workflows
+        .for_event(event.event_type)
+        .filter(|w| match &w.trigger.filter {
+            None => true,
+            Some(filter) => match filter.evaluate(&data) {
+                Ok(matched) => matched,
+                Err(reason) => {
+                    tracing::warn!(workflow = %w.name, event_id = %event.id, reason, "trigger filter failed; not matched");
+                    false
+                }
+            },
+        })
+        .collect()
+}
+
+/// Creates the runs for `event` and stages their first jobs. Returns the outbox rows to publish.
+pub async fn handle_event(
+    pool: &PgPool,
+    workflows: &SharedWorkflows,
+    event: &CloudEvent,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let matched = matching(workflows, event);
+    if matched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let context = {
+        let mut d = trigger_data(event);
+        d["steps"] = json!({});
+        d
+    };
+    let mut tx = pool.begin().await.context("begin matcher transaction")?;
+    let mut rows = Vec::new();
+    for workflow in matched {
+        let run_id = Uuid::now_v7();
+        let created = sqlx::query(
+            "INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6)
+             ON CONFLICT (workflow, event_id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(&workflow.name)
+        .bind(event.id)
+        .bind(&event.subject)
+        .bind(&event.senderid)
+        .bind(&context)
+        .execute(&mut *tx)
+        .await
+        .context("create run")?
+        .rows_affected()
+            == 1;
+        if !created {
+            continue; // redelivered event: the run and its first job exist already
+        }
+        let job = Job {
+            run_id,
+            step_index: 0,
+        };
+        rows.push(
+            outbox::stage(
+                &mut tx,
+                Destination::Jobs,
+                "",
+                &serde_json::to_value(job)?,
+                None,
+            )
+            .await
+            .context("stage first job")?,
+        );
+        metrics::counter!("herald_runs_started_total", "workflow" => workflow.name.clone())
+            .increment(1);
+        tracing::info!(run_id = %run_id, workflow = %workflow.name, event_id = %event.id, event_type = %event.event_type, "run started");
+    }
+    tx.commit().await.context("commit runs")?;
+    Ok(rows)
+}
+
+async fn handle_delivery(pool: &PgPool, bus: &Bus, workflows: &SharedWorkflows, delivery: Delivery) {
+    let event: CloudEvent = match serde_json::from_slice(delivery.body()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "event on the bus is not a CloudEvent Herald knows; dropped");
+            let _ = delivery.ack().await;
+            return;
+        }
+    };
+    let result = async {
+        let rows = handle_event(pool, workflows, &event).await?;
+        outbox::flush(bus, pool, &rows).await.context("publish jobs")?;
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let _ = delivery.ack().await;
+        }
+        Err(e) => {
+            tracing::warn!(event_id = %event.id, error = format!("{e:#}"), "matching failed; event goes back to the queue");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = delivery.requeue().await;
+        }
+    }
+}
+
+/// The matcher role: consumes the events queue until shutdown, reconnecting when the broker goes away.
+pub async fn run(
+    pool: PgPool,
+    bus: Bus,
+    workflows: SharedWorkflows,
+    prefetch: u16,
+    shutdown: CancellationToken,
+) {
+    let queue = bus.names().matcher_queue.clone();
+    crate::worker::consume_loop(&bus, &queue, prefetch, "matcher", shutdown, |d| {
+        let (pool, bus, workflows) = (pool.clone(), bus.clone(), workflows.clone());
+        async move { handle_delivery(&pool, &bus, &workflows, d).await }
+    })
+    .await;
+}
+

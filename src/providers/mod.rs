@@ -1,0 +1,3 @@
+//! Providers: the outside APIs steps call. `whatsapp` owns the Graph API's request and error shapes.
+
+pub mod whatsapp;

@@ -1,0 +1,147 @@
+//! Runs: run state and history in PostgreSQL, read by the worker, the CLI and the API.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A job on the jobs queue: run step `step_index` of run `run_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub run_id: Uuid,
+    pub step_index: i32,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub workflow: String,
+    pub status: String,
+    pub step_index: i32,
+    pub customer_id: Option<String>,
+    pub sender_id: Option<String>,
+    pub event_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub step_index: i32,
+    pub step_id: String,
+    pub step_type: String,
+    pub attempt: i32,
+    pub state: String,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Outbound {
+    pub id: Uuid,
+    pub step_index: Option<i32>,
+    pub sender_id: String,
+    pub recipient: String,
+    pub kind: String,
+    pub provider: String,
+    pub request: Value,
+    pub wamid: Option<String>,
+    pub status: String,
+    pub status_at: Option<DateTime<Utc>>,
+    pub error: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    pub event_type: String,
+    pub trigger: Value,
+    pub steps: Vec<Attempt>,
+    pub messages: Vec<Outbound>,
+}
+
+const SUMMARY_COLUMNS: &str = "id, workflow, status, step_index, customer_id, sender_id, event_id, created_at, finished_at, error";
+
+#[derive(Debug, Default, Clone)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunSummary>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM runs
+         WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )))
+    .bind(&filter.workflow)
+    .bind(&filter.status)
+    .bind(filter.limit.max(1))
+    .fetch_all(pool)
+    .await
+    .context("list runs")
+}
+
+/// A run with its trigger, every step attempt and every message it sent. `id` may be a prefix.
+pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> {
+    let run: Option<RunSummary> = match Uuid::parse_str(id) {
+        Ok(uuid) => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(uuid)
+            .fetch_optional(pool)
+            .await
+            .context("load run")?,
+        Err(_) => {
+            let mut found: Vec<RunSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id::text LIKE $1 || '%' LIMIT 2"
+            )))
+            .bind(id.to_lowercase())
+            .fetch_all(pool)
+            .await
+            .context("load run by prefix")?;
+            if found.len() > 1 {
+                anyhow::bail!("'{id}' matches more than one run; give more of the id");
+            }
+            found.pop()
+        }
+    };
+    let Some(run) = run else { return Ok(None) };
+    let (event_type, trigger): (String, Value) = sqlx::query_as(
+        "SELECT type, cloudevent -> 'data' FROM events WHERE id = $1",
+    )
+    .bind(run.event_id)
+    .fetch_one(pool)
+    .await
+    .context("load the run's event")?;
+    let steps = sqlx::query_as(
+        "SELECT step_index, step_id, step_type, attempt, state, input, output, error, started_at, finished_at
+         FROM step_attempts WHERE run_id = $1 ORDER BY step_index, attempt",
+    )
+    .bind(run.id)
+    .fetch_all(pool)
+    .await
+    .context("load step attempts")?;
+    let messages = sqlx::query_as(
+        "SELECT id, step_index, sender_id, recipient, kind, provider, request, wamid, status, status_at, error, created_at
+         FROM outbound_messages WHERE run_id = $1 ORDER BY created_at",
+    )
+    .bind(run.id)
+    .fetch_all(pool)
+    .await
+    .context("load outbound messages")?;
+    Ok(Some(RunDetail {
+        run,
+        event_type,
+        trigger,
+        steps,
+        messages,
+    }))
+}

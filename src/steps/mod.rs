@@ -1,0 +1,288 @@
+//! Steps: one file per step type; its YAML key = file name. The registry at the bottom of this
+//! file is the table of contents: adding a step is one new file plus one line there.
+//!
+//! A step runs in two phases so that the worker can record its intent before any side effect:
+//! `render` (pure: variables -> typed input) and `execute` (the call to the outside world).
+
+pub mod send_template;
+pub mod send_text;
+
+use std::{fmt, time::Duration};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    domain::{InvalidPhoneNumber, PhoneNumber},
+    providers::whatsapp::{SendError, WhatsApp},
+    workflow::{Text, template::RenderError},
+};
+
+/// The error classes every failure a user sees is named by (PRODUCT.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorClass {
+    #[serde(rename = "Template not found")]
+    TemplateNotFound,
+    #[serde(rename = "Sender offline")]
+    SenderOffline,
+    #[serde(rename = "Invalid phone number")]
+    InvalidPhoneNumber,
+    #[serde(rename = "Outside 24-hour window")]
+    OutsideWindow,
+    #[serde(rename = "Rate limited")]
+    RateLimited,
+    #[serde(rename = "Opted out")]
+    OptedOut,
+    #[serde(rename = "Provider error")]
+    ProviderError,
+    /// The workflow reads a value the run does not have.
+    #[serde(rename = "Missing variable")]
+    MissingVariable,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::TemplateNotFound => "Template not found",
+            ErrorClass::SenderOffline => "Sender offline",
+            ErrorClass::InvalidPhoneNumber => "Invalid phone number",
+            ErrorClass::OutsideWindow => "Outside 24-hour window",
+            ErrorClass::RateLimited => "Rate limited",
+            ErrorClass::OptedOut => "Opted out",
+            ErrorClass::ProviderError => "Provider error",
+            ErrorClass::MissingVariable => "Missing variable",
+        }
+    }
+
+    /// Whether waiting and trying again can help.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::SenderOffline | ErrorClass::RateLimited | ErrorClass::ProviderError
+        )
+    }
+
+    /// What the user should do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            ErrorClass::TemplateNotFound => "check the template is approved and its name and language are right",
+            ErrorClass::SenderOffline => "check the sender's status and connection",
+            ErrorClass::InvalidPhoneNumber => "format as +[country code][number]",
+            ErrorClass::OutsideWindow => "use a template message",
+            ErrorClass::RateLimited => "Herald paces and retries by itself",
+            ErrorClass::OptedOut => "none: the contact unsubscribed",
+            ErrorClass::ProviderError => "see the recorded detail",
+            ErrorClass::MissingVariable => "give the value in the event or use the default filter",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed step. The class decides retry versus dead letter; never the message text.
+#[derive(Clone, Debug, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub class: ErrorClass,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+impl StepError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        StepError {
+            class,
+            message: message.into(),
+            provider_code: None,
+            http_status: None,
+            retry_after: None,
+        }
+    }
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["retryable"] = Value::Bool(self.class.retryable());
+        v["advice"] = Value::from(self.class.advice());
+        v
+    }
+}
+
+impl From<RenderError> for StepError {
+    fn from(e: RenderError) -> Self {
+        StepError::new(ErrorClass::MissingVariable, e.to_string())
+    }
+}
+
+impl From<InvalidPhoneNumber> for StepError {
+    fn from(e: InvalidPhoneNumber) -> Self {
+        StepError::new(ErrorClass::InvalidPhoneNumber, e.to_string())
+    }
+}
+
+impl From<SendError> for StepError {
+    fn from(e: SendError) -> Self {
+        StepError {
+            class: e.class,
+            message: format!("{}: {}", e.class, e.message),
+            provider_code: e.code,
+            http_status: e.http_status,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+/// What the steps can reach.
+#[derive(Clone)]
+pub struct Services {
+    pub pool: PgPool,
+    pub whatsapp: WhatsApp,
+}
+
+/// One step's view of its run.
+pub struct StepContext<'a> {
+    pub run_id: Uuid,
+    pub step_id: &'a str,
+    /// Our sender (phone_number_id) the run belongs to, when the trigger had one.
+    pub sender_id: Option<&'a str>,
+    /// The customer the run is about, when the trigger had one.
+    pub customer_id: Option<&'a str>,
+    /// `{trigger, event, contact, steps}`.
+    pub data: &'a Value,
+    pub services: &'a Services,
+}
+
+/// A message a step sent, recorded with the attempt.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sent {
+    pub sender_id: String,
+    pub recipient: String,
+    pub kind: &'static str,
+    pub provider: &'static str,
+    pub request: Value,
+    pub wamid: String,
+}
+
+/// What a step produced: its output (`steps.<id>.*`) and any message it sent.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    pub output: Value,
+    pub sent: Option<Sent>,
+}
+
+#[async_trait]
+pub trait Step: Send + Sync {
+    /// The rendered input, recorded before `execute` runs.
+    type Input: Serialize + Send + Sync;
+    fn id(&self) -> Option<&str>;
+    /// Variables -> typed input. Pure: no I/O.
+    fn render(&self, ctx: &StepContext<'_>) -> Result<Self::Input, StepError>;
+    async fn execute(
+        &self,
+        input: Self::Input,
+        ctx: &StepContext<'_>,
+    ) -> Result<StepOutput, StepError>;
+}
+
+/// A recipient: a phone number written in the workflow, or variables that render to one.
+/// A static number is checked when the workflow loads; a rendered one when the step runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Recipient(Text);
+
+impl Recipient {
+    pub fn render(&self, data: &Value) -> Result<PhoneNumber, StepError> {
+        Ok(PhoneNumber::parse(&self.0.render(data)?)?)
+    }
+}
+
+impl TryFrom<String> for Recipient {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let text = Text::parse(&value)?;
+        if text.variables().next().is_none() {
+            PhoneNumber::parse(&value).map_err(|e| e.to_string())?;
+        }
+        Ok(Recipient(text))
+    }
+}
+
+impl Default for Recipient {
+    /// The customer who triggered the run.
+    fn default() -> Self {
+        Recipient(Text::parse("{{ trigger.customer_phone }}").unwrap_or_else(|_| unreachable!()))
+    }
+}
+
+/// The sender to send from: the step's `sender`, or the one the trigger came in on.
+pub fn sender<'a>(step_sender: Option<&'a str>, ctx: &'a StepContext<'_>) -> Result<&'a str, StepError> {
+    step_sender.or(ctx.sender_id).ok_or_else(|| {
+        StepError::new(
+            ErrorClass::SenderOffline,
+            "no sender: the trigger has none and the step names none (set `sender:`)",
+        )
+    })
+}
+
+macro_rules! registry {
+    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+        /// Every step type, keyed in YAML by its snake_case name.
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        pub enum StepKind {
+            $($variant($module::$ty),)*
+        }
+
+        /// A step's rendered input, ready to execute.
+        pub enum Rendered {
+            $($variant(<$module::$ty as Step>::Input),)*
+        }
+
+        impl StepKind {
+            pub fn type_name(&self) -> &'static str {
+                match self { $(StepKind::$variant(_) => stringify!($module),)* }
+            }
+            pub fn id(&self) -> Option<&str> {
+                match self { $(StepKind::$variant(s) => s.id(),)* }
+            }
+            pub fn render(&self, ctx: &StepContext<'_>) -> Result<(Rendered, Value), StepError> {
+                match self {
+                    $(StepKind::$variant(s) => {
+                        let input = s.render(ctx)?;
+                        let json = serde_json::to_value(&input).unwrap_or(Value::Null);
+                        Ok((Rendered::$variant(input), json))
+                    })*
+                }
+            }
+            pub async fn execute(
+                &self,
+                input: Rendered,
+                ctx: &StepContext<'_>,
+            ) -> Result<StepOutput, StepError> {
+                match (self, input) {
+                    $((StepKind::$variant(s), Rendered::$variant(i)) => s.execute(i, ctx).await,)*
+                    #[allow(unreachable_patterns)]
+                    _ => Err(StepError::new(ErrorClass::ProviderError, "internal: input of another step type")),
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    SendTemplate => send_template::SendTemplate,
+    SendText => send_text::SendText,
+}
+
+crate::string_schema!(Recipient);

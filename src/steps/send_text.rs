@@ -1,0 +1,98 @@
+//! `send_text`: free text (at most 4096 characters), only inside the 24-hour customer-service
+//! window that the customer's last message opened; otherwise "Outside 24-hour window".
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ErrorClass, Recipient, Sent, Step, StepContext, StepError, StepOutput, sender};
+use crate::{
+    domain::PhoneNumber,
+    providers::whatsapp::{Message, request_body},
+    workflow::Text,
+};
+
+pub const MAX_TEXT_CHARS: usize = 4096;
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendText {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// Recipient in E.164; defaults to `{{ trigger.customer_phone }}`.
+    #[serde(default)]
+    pub to: Recipient,
+    /// The message, at most 4096 characters once rendered.
+    pub text: Text,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Input {
+    pub sender: String,
+    pub to: PhoneNumber,
+    pub text: String,
+}
+
+#[async_trait]
+impl Step for SendText {
+    type Input = Input;
+
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {
+        let sender = sender(self.sender.as_deref(), ctx)?.to_string();
+        let to = self.to.render(ctx.data)?;
+        let text = self.text.render(ctx.data)?;
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(StepError::new(
+                ErrorClass::ProviderError,
+                format!("text is {chars} characters; WhatsApp allows at most {MAX_TEXT_CHARS}"),
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err(StepError::new(ErrorClass::ProviderError, "text is empty"));
+        }
+        Ok(Input { sender, to, text })
+    }
+
+    async fn execute(&self, input: Input, ctx: &StepContext<'_>) -> Result<StepOutput, StepError> {
+        let open: Option<bool> = sqlx::query_scalar(
+            "SELECT window_expires_at > now() FROM conversations
+             WHERE sender_id = $1 AND customer_id = $2",
+        )
+        .bind(&input.sender)
+        .bind(input.to.digits())
+        .fetch_optional(&ctx.services.pool)
+        .await
+        .map_err(|e| StepError::new(ErrorClass::ProviderError, format!("check the 24-hour window: {e}")))?;
+        if open != Some(true) {
+            return Err(StepError::new(
+                ErrorClass::OutsideWindow,
+                format!(
+                    "Outside 24-hour window: {} has not written to sender {} in the last 24 hours; use a template message",
+                    input.to, input.sender
+                ),
+            ));
+        }
+        let message = Message::Text { body: input.text };
+        let request = request_body(&input.to, &message);
+        let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
+        Ok(StepOutput {
+            output: json!({ "message_id": receipt.wamid, "to": input.to }),
+            sent: Some(Sent {
+                sender_id: input.sender,
+                recipient: input.to.to_string(),
+                kind: message.kind(),
+                provider: receipt.provider,
+                request,
+                wamid: receipt.wamid,
+            }),
+        })
+    }
+}

@@ -1,0 +1,446 @@
+//! Worker: takes a job, runs its step, records the outcome, stages the next job.
+//!
+//! A step runs in three phases so that a crash never sends twice: (1) lock the run, record the
+//! attempt with its rendered input (the intent) and commit; (2) execute; (3) record the outcome
+//! and the next job in one transaction. A job whose intent is recorded but whose worker died
+//! (its lease ran out) is reconciled as "interrupted" and not sent again.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{
+        Bus, Delivery, Destination,
+        outbox::{self, OutboxRow},
+    },
+    runs::Job,
+    steps::{Services, StepContext, StepError},
+    workflow::SharedWorkflows,
+};
+
+/// How long an attempt's intent protects it from being taken over: longer than any provider
+/// call (their timeouts are shorter).
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// What became of one job.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Recorded; publish these rows (the next job), then ack.
+    Done(Vec<OutboxRow>),
+    /// A duplicate or stale job: nothing to do.
+    Stale,
+    /// Another worker holds the step's lease; look again after this long.
+    Busy(Duration),
+}
+
+type RunRow = (String, String, i32, Value, Option<String>, Option<String>);
+
+/// Runs one job to its outcome. The loop around it only acks and retries.
+pub async fn execute_job(
+    services: &Services,
+    workflows: &SharedWorkflows,
+    job: Job,
+) -> anyhow::Result<Outcome> {
+    let pool = &services.pool;
+    // Phase 1: lock the run, check the job is current, record the intent.
+    let mut tx = pool.begin().await.context("begin step")?;
+    let run: Option<RunRow> = sqlx::query_as(
+        "SELECT workflow, status, step_index, context, customer_id, sender_id FROM runs WHERE id = $1 FOR UPDATE",
+    )
+    .bind(job.run_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("lock run")?;
+    let Some((workflow_name, status, step_index, context, customer_id, sender_id)) = run else {
+        tracing::warn!(run_id = %job.run_id, "job for an unknown run; dropped");
+        return Ok(Outcome::Stale);
+    };
+    if matches!(status.as_str(), "completed" | "failed") || step_index != job.step_index {
+        return Ok(Outcome::Stale);
+    }
+    let Some(workflow) = workflows.get(&workflow_name) else {
+        let error = json!({"class": "Provider error", "message": format!("workflow '{workflow_name}' is not loaded by this worker")});
+        finish_run(&mut tx, job, "failed", Some(&error)).await?;
+        tx.commit().await.context("commit failed run")?;
+        tracing::error!(run_id = %job.run_id, workflow = %workflow_name, "workflow not loaded; run failed");
+        return Ok(Outcome::Done(Vec::new()));
+    };
+    let Some((step_id, step)) = workflow.steps.get(job.step_index as usize) else {
+        finish_run(&mut tx, job, "completed", None).await?;
+        tx.commit().await.context("commit completed run")?;
+        return Ok(Outcome::Done(Vec::new()));
+    };
+    let last: Option<(i32, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT attempt, state, lease_until FROM step_attempts
+         WHERE run_id = $1 AND step_index = $2 ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("load last attempt")?;
+    let attempt = last.as_ref().map_or(1, |(n, _, _)| n + 1);
+    if let Some((n, state, lease_until)) = &last
+        && state == "started"
+    {
+        let now = Utc::now();
+        if *lease_until > now {
+            let wait = (*lease_until - now).to_std().unwrap_or(Duration::from_secs(1));
+            return Ok(Outcome::Busy(wait));
+        }
+        // The worker that recorded this intent died during the call: the message may have gone
+        // out. Never send twice: close the attempt as interrupted and go on.
+        tracing::warn!(run_id = %job.run_id, step = %step_id, attempt = n, "step was interrupted mid-call; not repeated");
+        sqlx::query(
+            "UPDATE step_attempts SET state = 'interrupted', finished_at = now(),
+               output = '{\"interrupted\": true}'::jsonb
+             WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+        )
+        .bind(job.run_id)
+        .bind(job.step_index)
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .context("close interrupted attempt")?;
+        let rows = advance(&mut tx, job, step_id, &json!({"interrupted": true}), workflow.steps.len()).await?;
+        tx.commit().await.context("commit reconciled step")?;
+        return Ok(Outcome::Done(rows));
+    }
+
+    let mut data = context;
+    data["contact"] = load_contact(&mut tx, customer_id.as_deref()).await?;
+    let ctx = StepContext {
+        run_id: job.run_id,
+        step_id,
+        sender_id: sender_id.as_deref(),
+        customer_id: customer_id.as_deref(),
+        data: &data,
+        services,
+    };
+    let step_type = step.type_name();
+    let (rendered, input) = match step.render(&ctx) {
+        Ok(r) => r,
+        Err(error) => {
+            record_attempt(&mut tx, job, step_id, step_type, attempt, "failed", None, Some(&error.to_json())).await?;
+            fail(&mut tx, job, &workflow_name, step_id, &error).await?;
+            tx.commit().await.context("commit failed step")?;
+            return Ok(Outcome::Done(Vec::new()));
+        }
+    };
+    record_attempt(&mut tx, job, step_id, step_type, attempt, "started", Some(&input), None).await?;
+    sqlx::query("UPDATE runs SET status = 'running', updated_at = now() WHERE id = $1")
+        .bind(job.run_id)
+        .execute(&mut *tx)
+        .await
+        .context("mark run running")?;
+    tx.commit().await.context("commit step intent")?;
+
+    // Phase 2: the side effect.
+    let started = std::time::Instant::now();
+    let result = step.execute(rendered, &ctx).await;
+    let elapsed = started.elapsed();
+
+    // Phase 3: the outcome and the next job, atomically.
+    let mut tx = pool.begin().await.context("begin step outcome")?;
+    let current: Option<(i32,)> = sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(job.run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("lock run for outcome")?;
+    let rows = match result {
+        Ok(out) => {
+            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "succeeded").increment(1);
+            if let Some(sent) = &out.sent {
+                metrics::histogram!("herald_send_latency_seconds", "provider" => sent.provider)
+                    .record(elapsed.as_secs_f64());
+                sqlx::query(
+                    "INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'accepted') ON CONFLICT (wamid) DO NOTHING",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind(job.run_id)
+                .bind(job.step_index)
+                .bind(&sent.sender_id)
+                .bind(&sent.recipient)
+                .bind(sent.kind)
+                .bind(sent.provider)
+                .bind(&sent.request)
+                .bind(&sent.wamid)
+                .execute(&mut *tx)
+                .await
+                .context("record outbound message")?;
+            }
+            sqlx::query(
+                "UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
+                 WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+            )
+            .bind(job.run_id)
+            .bind(job.step_index)
+            .bind(attempt)
+            .bind(&out.output)
+            .execute(&mut *tx)
+            .await
+            .context("record step output")?;
+            tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
+            if current.map(|(i,)| i) == Some(job.step_index) {
+                advance(&mut tx, job, step_id, &out.output, workflow.steps.len()).await?
+            } else {
+                Vec::new()
+            }
+        }
+        Err(error) => {
+            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "failed").increment(1);
+            sqlx::query(
+                "UPDATE step_attempts SET state = 'failed', error = $4, finished_at = now()
+                 WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+            )
+            .bind(job.run_id)
+            .bind(job.step_index)
+            .bind(attempt)
+            .bind(error.to_json())
+            .execute(&mut *tx)
+            .await
+            .context("record step error")?;
+            fail(&mut tx, job, &workflow_name, step_id, &error).await?;
+            Vec::new()
+        }
+    };
+    tx.commit().await.context("commit step outcome")?;
+    Ok(Outcome::Done(rows))
+}
+
+async fn load_contact(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    customer_id: Option<&str>,
+) -> anyhow::Result<Value> {
+    let Some(customer_id) = customer_id else {
+        return Ok(json!({}));
+    };
+    let row: Option<(Option<String>, Option<String>, Value, Vec<String>, bool)> = sqlx::query_as(
+        "SELECT name, phone, fields, groups, opted_out FROM contacts WHERE customer_id = $1",
+    )
+    .bind(customer_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("load contact")?;
+    Ok(match row {
+        Some((name, phone, fields, groups, opted_out)) => json!({
+            "id": customer_id, "name": name, "phone": phone, "fields": fields,
+            "groups": groups, "opted_out": opted_out,
+        }),
+        None => json!({ "id": customer_id }),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    step_id: &str,
+    step_type: &str,
+    attempt: i32,
+    state: &str,
+    input: Option<&Value>,
+    error: Option<&Value>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, error, lease_until, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9),
+                 CASE WHEN $6 = 'started' THEN NULL ELSE now() END)",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .bind(step_id)
+    .bind(step_type)
+    .bind(attempt)
+    .bind(state)
+    .bind(input)
+    .bind(error)
+    .bind(LEASE.as_secs_f64())
+    .execute(&mut **tx)
+    .await
+    .context("record step attempt")?;
+    Ok(())
+}
+
+/// Stores the step's output under `steps.<id>` and moves to the next step (or completes).
+async fn advance(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    step_id: &str,
+    output: &Value,
+    step_count: usize,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let next = job.step_index + 1;
+    let done = next as usize >= step_count;
+    sqlx::query(
+        "UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $2], $3, true),
+           step_index = $4, status = $5, updated_at = now(),
+           finished_at = CASE WHEN $5 = 'completed' THEN now() ELSE NULL END
+         WHERE id = $1",
+    )
+    .bind(job.run_id)
+    .bind(step_id)
+    .bind(output)
+    .bind(next)
+    .bind(if done { "completed" } else { "queued" })
+    .execute(&mut **tx)
+    .await
+    .context("advance run")?;
+    if done {
+        tracing::info!(run_id = %job.run_id, "run completed");
+        return Ok(Vec::new());
+    }
+    let next_job = Job {
+        run_id: job.run_id,
+        step_index: next,
+    };
+    let row = outbox::stage(tx, Destination::Jobs, "", &serde_json::to_value(next_job)?, None)
+        .await
+        .context("stage next job")?;
+    Ok(vec![row])
+}
+
+async fn fail(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    workflow: &str,
+    step_id: &str,
+    error: &StepError,
+) -> anyhow::Result<()> {
+    tracing::error!(
+        run_id = %job.run_id, workflow, step = step_id, error_class = %error.class,
+        provider_code = error.provider_code, error = %error.message, advice = error.class.advice(),
+        "step failed; run failed"
+    );
+    let mut e = error.to_json();
+    e["step"] = Value::from(step_id);
+    finish_run(tx, job, "failed", Some(&e)).await
+}
+
+async fn finish_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    status: &str,
+    error: Option<&Value>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE runs SET status = $2, error = $3, updated_at = now(), finished_at = now() WHERE id = $1",
+    )
+    .bind(job.run_id)
+    .bind(status)
+    .bind(error)
+    .execute(&mut **tx)
+    .await
+    .context("finish run")?;
+    Ok(())
+}
+
+async fn handle_delivery(
+    services: &Services,
+    bus: &Bus,
+    workflows: &SharedWorkflows,
+    delivery: Delivery,
+) {
+    let job: Job = match serde_json::from_slice(delivery.body()) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "message on the jobs queue is not a job; dropped");
+            let _ = delivery.ack().await;
+            return;
+        }
+    };
+    loop {
+        match execute_job(services, workflows, job).await {
+            Ok(Outcome::Done(rows)) => {
+                if let Err(e) = outbox::flush(bus, &services.pool, &rows).await {
+                    // The next job is stored: the relay publishes it.
+                    tracing::warn!(run_id = %job.run_id, error = %e, "next job not published yet; the outbox relay will");
+                }
+                let _ = delivery.ack().await;
+                return;
+            }
+            Ok(Outcome::Stale) => {
+                let _ = delivery.ack().await;
+                return;
+            }
+            Ok(Outcome::Busy(wait)) => {
+                tokio::time::sleep(wait.min(LEASE) + Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "job failed to run; back to the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery.requeue().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Consumes `queue` until shutdown, handling up to `prefetch` deliveries at once, and
+/// reconnecting when the broker goes away. On shutdown it stops taking deliveries and
+/// finishes those it holds.
+pub async fn consume_loop<F, Fut>(
+    bus: &Bus,
+    queue: &str,
+    prefetch: u16,
+    role: &str,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let tag = format!("{role}-{}", uuid::Uuid::now_v7().simple());
+    while !shutdown.is_cancelled() {
+        match bus.consume(queue, prefetch, &tag).await {
+            Ok(stream) => {
+                tracing::info!(role, queue, prefetch, "consuming");
+                stream
+                    .take_until(shutdown.cancelled())
+                    .for_each_concurrent(prefetch as usize, |d| {
+                        let fut = d.map(&handler);
+                        async move {
+                            match fut {
+                                Ok(f) => f.await,
+                                Err(e) => tracing::warn!(role, error = %e, "consumer error"),
+                            }
+                        }
+                    })
+                    .await;
+                if !shutdown.is_cancelled() {
+                    tracing::warn!(role, "lost the broker; reconnecting");
+                }
+            }
+            Err(e) => tracing::warn!(role, error = %e, "cannot consume; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!(role, "stopped consuming");
+}
+
+/// The worker role.
+pub async fn run(
+    services: Services,
+    bus: Bus,
+    workflows: SharedWorkflows,
+    prefetch: u16,
+    shutdown: CancellationToken,
+) {
+    let queue = bus.names().jobs_queue.clone();
+    consume_loop(&bus, &queue, prefetch, "worker", shutdown, |d| {
+        let (services, bus, workflows) = (services.clone(), bus.clone(), workflows.clone());
+        async move { handle_delivery(&services, &bus, &workflows, d).await }
+    })
+    .await;
+}
+

@@ -1,0 +1,228 @@
+//! Loads `*.yaml` / `*.yml` workflow files and reports every mistake with file, line and reason.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use super::{Workflow, WorkflowSpec};
+use crate::domain::EventType;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.reason),
+            None => write!(f, "{}: {}", self.file.display(), self.reason),
+        }
+    }
+}
+
+/// Every enabled workflow, indexed by trigger event type.
+#[derive(Debug, Default)]
+pub struct Workflows {
+    all: Vec<Workflow>,
+}
+
+impl Workflows {
+    pub fn new(all: Vec<Workflow>) -> Self {
+        Workflows { all }
+    }
+    pub fn all(&self) -> &[Workflow] {
+        &self.all
+    }
+    pub fn get(&self, name: &str) -> Option<&Workflow> {
+        self.all.iter().find(|w| w.name == name)
+    }
+    /// Enabled workflows whose trigger names this event type (their filters are not yet applied).
+    pub fn for_event(&self, event_type: EventType) -> impl Iterator<Item = &Workflow> {
+        self.all
+            .iter()
+            .filter(move |w| w.enabled && w.trigger.event == event_type)
+    }
+}
+
+/// Parses one workflow from YAML text; `file` is only used in error messages.
+pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError>> {
+    let err = |line: Option<u64>, reason: String| LoadError {
+        file: file.to_path_buf(),
+        line,
+        reason,
+    };
+    let spec: WorkflowSpec = serde_saphyr::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let reason = e.to_string();
+        // The library's message repeats the position; keep the first line, the reason.
+        let reason = reason.lines().next().unwrap_or_default().to_string();
+        vec![err(line, reason)]
+    })?;
+    let mut errors = Vec::new();
+    if spec.name.trim().is_empty() {
+        errors.push(err(None, "name must not be empty".into()));
+    }
+    if spec.steps.is_empty() {
+        errors.push(err(None, "a workflow needs at least one step".into()));
+    }
+    let mut ids = HashSet::new();
+    let mut steps = Vec::new();
+    for (index, step) in spec.steps.into_iter().enumerate() {
+        let id = step
+            .id()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}_{}", step.type_name(), index + 1));
+        if !ids.insert(id.clone()) {
+            errors.push(err(None, format!("step id '{id}' is used twice")));
+        }
+        steps.push((id, step));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Workflow {
+        name: spec.name,
+        description: spec.description,
+        enabled: spec.enabled,
+        trigger: spec.trigger,
+        steps,
+        file: file.to_path_buf(),
+    })
+}
+
+pub fn load_file(path: &Path) -> Result<Workflow, Vec<LoadError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![LoadError {
+            file: path.to_path_buf(),
+            line: None,
+            reason: format!("cannot read: {e}"),
+        }]
+    })?;
+    parse_workflow(path, &text)
+}
+
+/// Loads every workflow in `dir`; returns all the errors of all the files at once.
+pub fn load_dir(dir: &Path) -> Result<Workflows, Vec<LoadError>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![LoadError {
+            file: dir.to_path_buf(),
+            line: None,
+            reason: format!("cannot read the workflows folder: {e}"),
+        }]
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut errors = Vec::new();
+    let mut workflows: Vec<Workflow> = Vec::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(w) => {
+                if let Some(other) = workflows.iter().find(|o| o.name == w.name) {
+                    errors.push(LoadError {
+                        file: file.clone(),
+                        line: None,
+                        reason: format!(
+                            "workflow name '{}' is already used by {}",
+                            w.name,
+                            other.file.display()
+                        ),
+                    });
+                } else {
+                    workflows.push(w);
+                }
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Workflows::new(workflows))
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Workflow, Vec<LoadError>> {
+        parse_workflow(Path::new("test.yaml"), text)
+    }
+
+    const GOOD: &str = r#"
+name: welcome
+trigger:
+  event: whatsapp.message_received
+  filter: "trigger.message_type == 'text'"
+steps:
+  - send_template:
+      template: welcome
+      language: en_US
+      variables: ["{{ trigger.contact_name }}"]
+  - send_text:
+      id: thanks
+      text: "Thanks!"
+"#;
+
+    #[test]
+    fn a_good_workflow_loads_with_generated_step_ids() {
+        let w = parse(GOOD).unwrap();
+        assert_eq!(w.name, "welcome");
+        assert_eq!(w.steps[0].0, "send_template_1");
+        assert_eq!(w.steps[1].0, "thanks");
+    }
+
+    #[test]
+    fn an_unknown_step_type_is_reported_with_its_line() {
+        let text = GOOD.replace("send_text:", "send_fax:");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(11), "{}", errs[0]);
+        assert!(errs[0].reason.contains("send_fax"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_with_its_line() {
+        let text = GOOD.replace("language: en_US", "language: en_US\n      colour: red");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("colour"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(10), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_bad_filter_expression_is_reported() {
+        let text = GOOD.replace("trigger.message_type == 'text'", "trigger.message_type ==");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("bad expression"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(5), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_unknown_event_type_is_reported() {
+        let text = GOOD.replace("whatsapp.message_received", "whatsapp.carrier_pigeon");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("carrier_pigeon"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_duplicate_step_id_is_reported() {
+        let text = GOOD.replace("id: thanks", "id: send_template_1");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("used twice"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_invalid_static_phone_number_is_reported() {
+        let text = GOOD.replace("template: welcome", "template: welcome\n      to: '0151 1234'");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("Invalid phone number"), "{}", errs[0]);
+    }
+}
