@@ -79,7 +79,11 @@ impl Running {
 }
 
 /// Connects, migrates, and starts `roles`. Binds `config.listen` (port 0 picks a free port).
-pub async fn start(config: Config, roles: &[Role], workflows: Workflows) -> anyhow::Result<Running> {
+pub async fn start(
+    config: Config,
+    roles: &[Role],
+    workflows: Workflows,
+) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let pool = db::connect(&config.database_url, config.db_max_connections).await?;
     db::migrate(&pool).await?;
@@ -89,7 +93,9 @@ pub async fn start(config: Config, roles: &[Role], workflows: Workflows) -> anyh
         .context("connect to RabbitMQ (HERALD_AMQP_URL)")?;
     let workflows: SharedWorkflows = Arc::new(workflows);
     let whatsapp = match &config.access_token {
-        Some(token) => WhatsApp::graph(&config.api_base_url, token.clone(), config.provider_timeout)?,
+        Some(token) => {
+            WhatsApp::graph(&config.api_base_url, token.clone(), config.provider_timeout)?
+        }
         None => WhatsApp::Sandbox,
     };
     let _ = telemetry::metrics();
@@ -115,6 +121,7 @@ pub async fn start(config: Config, roles: &[Role], workflows: Workflows) -> anyh
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
+            lease: config.provider_timeout + Duration::from_secs(5),
         };
         tasks.spawn(worker::run(
             services,
@@ -182,14 +189,20 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
     let amqp = h.bus.ensure().await.map_err(|e| e.to_string());
     let ok = db.is_ok() && amqp.is_ok();
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
     (
         status,
-        Json(json!({"status": if ok {"ready"} else {"not ready"}, "postgres": show(&db), "rabbitmq": show(&amqp)})),
+        Json(
+            json!({"status": if ok {"ready"} else {"not ready"}, "postgres": show(&db), "rabbitmq": show(&amqp)}),
+        ),
     )
 }
 

@@ -18,7 +18,11 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "herald", version, about = "Event-driven automation engine for WhatsApp")]
+#[command(
+    name = "herald",
+    version,
+    about = "Event-driven automation engine for WhatsApp"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,6 +50,8 @@ pub enum Command {
     /// Webhook bodies Herald could not parse or route.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Measure throughput, latency and memory end to end (run as `RUST_LOG=warn herald bench`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,7 +144,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Workflows(WorkflowsCommand::Validate { dir }) => {
             let dir = dir.unwrap_or(config.workflows_dir);
             let workflows = load_workflows(&dir)?;
-            println!("{}: {} workflows valid", dir.display(), workflows.all().len());
+            println!(
+                "{}: {} workflows valid",
+                dir.display(),
+                workflows.all().len()
+            );
             Ok(())
         }
         Command::Workflows(WorkflowsCommand::Schema) => {
@@ -149,6 +159,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Simulate(SimulateCommand::Message(m)) => simulate_message(&config, m).await,
         Command::Runs(cmd) => runs_command(&config, cmd).await,
         Command::Quarantine(cmd) => quarantine_command(&config, cmd).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -200,7 +211,9 @@ async fn simulate_message(config: &Config, m: SimulateMessage) -> anyhow::Result
     let wamid = m
         .wamid
         .unwrap_or_else(|| format!("wamid.simulated.{}", uuid::Uuid::now_v7().simple()));
-    let body = serde_json::to_vec(&text_message_body(&from, &m.name, &m.text, &m.sender, &wamid))?;
+    let body = serde_json::to_vec(&text_message_body(
+        &from, &m.name, &m.text, &m.sender, &wamid,
+    ))?;
     let sig = signature::sign(config.app_secret.expose().as_bytes(), &body);
     let base = m.url.unwrap_or_else(|| format!("http://{}", config.listen));
     let url = format!("{}/webhooks/whatsapp", base.trim_end_matches('/'));
@@ -231,12 +244,23 @@ async fn runs_command(config: &Config, cmd: RunsCommand) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let list = runs::list(&pool, &RunFilter { workflow, status, limit }).await?;
+            let list = runs::list(
+                &pool,
+                &RunFilter {
+                    workflow,
+                    status,
+                    limit,
+                },
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(());
             }
-            println!("{:<36}  {:<24}  {:<10}  {:<16}  CREATED", "RUN", "WORKFLOW", "STATUS", "CUSTOMER");
+            println!(
+                "{:<36}  {:<24}  {:<10}  {:<16}  CREATED",
+                "RUN", "WORKFLOW", "STATUS", "CUSTOMER"
+            );
             for r in list {
                 println!(
                     "{:<36}  {:<24}  {:<10}  {:<16}  {}",
@@ -284,7 +308,11 @@ async fn runs_command(config: &Config, cmd: RunsCommand) -> anyhow::Result<()> {
             for m in &detail.messages {
                 println!(
                     "  {} {} -> {} via {} [{}] {}",
-                    m.kind, m.sender_id, m.recipient, m.provider, m.status,
+                    m.kind,
+                    m.sender_id,
+                    m.recipient,
+                    m.provider,
+                    m.status,
                     m.wamid.as_deref().unwrap_or("-")
                 );
                 println!("      {}", m.request);

@@ -176,8 +176,11 @@ mod tests {
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let c = config(&[("WHATSAPP_ACCESS_TOKEN", "tok-123"), ("WHATSAPP_APP_SECRET", "sec-456")])
-            .unwrap();
+        let c = config(&[
+            ("WHATSAPP_ACCESS_TOKEN", "tok-123"),
+            ("WHATSAPP_APP_SECRET", "sec-456"),
+        ])
+        .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("tok-123") && !printed.contains("sec-456"));
     }

@@ -6,17 +6,18 @@
 //! ```
 //! PostgreSQL is the system of record; RabbitMQ carries events and jobs between roles.
 
-pub mod config;
-pub mod domain;
-pub mod db;
-pub mod ingress;
-pub mod bus;
-pub mod matcher;
-pub mod workflow;
-pub mod runs;
-pub mod worker;
-pub mod steps;
-pub mod providers;
 pub mod app;
+pub mod bench;
+pub mod bus;
 pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod ingress;
+pub mod matcher;
+pub mod providers;
+pub mod runs;
+pub mod steps;
 pub mod telemetry;
+pub mod worker;
+pub mod workflow;

@@ -90,7 +90,9 @@ pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::
     if rows.is_empty() {
         return Ok(0);
     }
-    publish_all(bus, &rows).await.context("publish outbox rows")?;
+    publish_all(bus, &rows)
+        .await
+        .context("publish outbox rows")?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
         .bind(&ids)

@@ -40,12 +40,16 @@ impl LanguageCode {
         let region = parts.next();
         let ok = (2..=3).contains(&lang.len())
             && lang.bytes().all(|b| b.is_ascii_lowercase())
-            && region.is_none_or(|r| (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+            && region.is_none_or(|r| {
+                (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
             && parts.next().is_none();
         if ok {
             Ok(LanguageCode(normalised))
         } else {
-            Err(format!("'{raw}' is not a language code such as en_US, pt_BR or de"))
+            Err(format!(
+                "'{raw}' is not a language code such as en_US, pt_BR or de"
+            ))
         }
     }
     pub fn as_str(&self) -> &str {

@@ -68,7 +68,10 @@ pub async fn replay(pool: &PgPool, bus: &Bus, id: Uuid) -> anyhow::Result<String
                 stored.new_events, stored.duplicates
             );
             if !parsed.problems.is_empty() {
-                r.push_str(&format!("; still not understood: {}", parsed.problems.join("; ")));
+                r.push_str(&format!(
+                    "; still not understood: {}",
+                    parsed.problems.join("; ")
+                ));
             }
             r
         }

@@ -235,7 +235,8 @@ async fn store_status(
         return Ok(());
     }
     let rank = |col: &str| STATUS_RANK_SQL.replace("$1", col);
-    let errors = (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null));
+    let errors =
+        (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null));
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE outbound_messages SET status = $2, status_at = $3, error = COALESCE($4, error)
          WHERE wamid = $1 AND {} < {}",

@@ -63,12 +63,19 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {
     )
 }
 
-pub async fn receive(State(state): State<IngressState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     if !signature::verify(state.config.app_secret.expose().as_bytes(), sig, &body) {
-        tracing::warn!(present = sig.is_some(), "webhook signature missing or wrong");
+        tracing::warn!(
+            present = sig.is_some(),
+            "webhook signature missing or wrong"
+        );
         return answer(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
@@ -109,7 +116,11 @@ pub async fn receive(State(state): State<IngressState>, headers: HeaderMap, body
     );
     answer(
         StatusCode::OK,
-        if quarantine_id.is_some() { "partly_quarantined" } else { "accepted" },
+        if quarantine_id.is_some() {
+            "partly_quarantined"
+        } else {
+            "accepted"
+        },
         json!({
             "status": "accepted",
             "new_events": stored.new_events,

@@ -112,7 +112,12 @@ pub async fn handle_event(
     Ok(rows)
 }
 
-async fn handle_delivery(pool: &PgPool, bus: &Bus, workflows: &SharedWorkflows, delivery: Delivery) {
+async fn handle_delivery(
+    pool: &PgPool,
+    bus: &Bus,
+    workflows: &SharedWorkflows,
+    delivery: Delivery,
+) {
     let event: CloudEvent = match serde_json::from_slice(delivery.body()) {
         Ok(e) => e,
         Err(e) => {
@@ -123,7 +128,9 @@ async fn handle_delivery(pool: &PgPool, bus: &Bus, workflows: &SharedWorkflows, 
     };
     let result = async {
         let rows = handle_event(pool, workflows, &event).await?;
-        outbox::flush(bus, pool, &rows).await.context("publish jobs")?;
+        outbox::flush(bus, pool, &rows)
+            .await
+            .context("publish jobs")?;
         anyhow::Ok(())
     }
     .await;
@@ -155,3 +162,99 @@ pub async fn run(
     .await;
 }
 
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::{
+        domain::EventType,
+        workflow::{Workflows, parse_workflow},
+    };
+
+    fn workflows(texts: &[&str]) -> SharedWorkflows {
+        let all = texts
+            .iter()
+            .map(|t| parse_workflow(Path::new("t.yaml"), t).expect("valid"))
+            .collect();
+        Arc::new(Workflows::new(all))
+    }
+
+    fn wf(name: &str, event: &str, filter: Option<&str>, enabled: bool) -> String {
+        let filter = filter
+            .map(|f| format!("\n  filter: '{f}'"))
+            .unwrap_or_default();
+        format!(
+            "name: {name}\nenabled: {enabled}\ntrigger:\n  event: {event}{filter}\nsteps:\n  - send_text:\n      text: hi\n"
+        )
+    }
+
+    fn event(event_type: EventType, data: Value) -> CloudEvent {
+        CloudEvent::new(
+            event_type,
+            "/whatsapp/1".into(),
+            "1".into(),
+            None,
+            Utc::now(),
+            data,
+        )
+    }
+
+    #[test]
+    fn events_match_the_workflows_of_their_type_whose_filter_is_true() {
+        let set = workflows(&[
+            &wf("any-message", "whatsapp.message_received", None, true),
+            &wf(
+                "texts",
+                "whatsapp.message_received",
+                Some("trigger.message_type == \"text\""),
+                true,
+            ),
+            &wf(
+                "images",
+                "whatsapp.message_received",
+                Some("trigger.message_type == \"image\""),
+                true,
+            ),
+            &wf("off", "whatsapp.message_received", None, false),
+            &wf("starts", "whatsapp.conversation_started", None, true),
+            &wf(
+                "broken-filter",
+                "whatsapp.message_received",
+                Some("trigger.nope == 1"),
+                true,
+            ),
+            &wf(
+                "by-sender",
+                "whatsapp.message_received",
+                Some("event.sender_id == \"2\""),
+                true,
+            ),
+        ]);
+        let cases = [
+            (
+                EventType::MessageReceived,
+                json!({"message_type": "text"}),
+                vec!["any-message", "texts"],
+            ),
+            (
+                EventType::MessageReceived,
+                json!({"message_type": "image"}),
+                vec!["any-message", "images"],
+            ),
+            (
+                EventType::ConversationStarted,
+                json!({"message_type": "text"}),
+                vec!["starts"],
+            ),
+            (EventType::MessageStatus, json!({"status": "read"}), vec![]),
+        ];
+        for (t, data, expected) in cases {
+            let e = event(t, data.clone());
+            let names: Vec<&str> = matching(&set, &e).iter().map(|w| w.name.as_str()).collect();
+            assert_eq!(names, expected, "{t} {data}");
+        }
+    }
+}

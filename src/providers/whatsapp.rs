@@ -270,7 +270,9 @@ mod tests {
             &Message::Template {
                 name: "welcome".into(),
                 language: "en_US".into(),
-                components: vec![json!({"type": "body", "parameters": [{"type": "text", "text": "Ana"}]})],
+                components: vec![
+                    json!({"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}),
+                ],
             },
         );
         assert_eq!(body["messaging_product"], "whatsapp");
@@ -278,17 +280,24 @@ mod tests {
         assert_eq!(body["type"], "template");
         assert_eq!(body["template"]["name"], "welcome");
         assert_eq!(body["template"]["language"]["code"], "en_US");
-        assert_eq!(body["template"]["components"][0]["parameters"][0]["text"], "Ana");
+        assert_eq!(
+            body["template"]["components"][0]["parameters"][0]["text"],
+            "Ana"
+        );
     }
 
     #[test]
     fn graph_error_fixtures_are_classified() {
-        let rate = include_bytes!("../../tests/fixtures/whatsapp/graph-errors/130429-throughput-rate-limit.json");
+        let rate = include_bytes!(
+            "../../tests/fixtures/whatsapp/graph-errors/130429-throughput-rate-limit.json"
+        );
         let (code, message) = parse_error_body(rate);
         assert_eq!(code, Some(130429));
         assert_eq!(classify(code, 400), ErrorClass::RateLimited);
         assert!(message.unwrap().starts_with("Rate limit hit"));
-        let missing = include_bytes!("../../tests/fixtures/whatsapp/graph-errors/132001-template-not-found.json");
+        let missing = include_bytes!(
+            "../../tests/fixtures/whatsapp/graph-errors/132001-template-not-found.json"
+        );
         let (code, _) = parse_error_body(missing);
         assert_eq!(classify(code, 404), ErrorClass::TemplateNotFound);
     }

@@ -94,11 +94,13 @@ pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunSu
 /// A run with its trigger, every step attempt and every message it sent. `id` may be a prefix.
 pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> {
     let run: Option<RunSummary> = match Uuid::parse_str(id) {
-        Ok(uuid) => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = $1")))
-            .bind(uuid)
-            .fetch_optional(pool)
-            .await
-            .context("load run")?,
+        Ok(uuid) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(uuid)
+        .fetch_optional(pool)
+        .await
+        .context("load run")?,
         Err(_) => {
             let mut found: Vec<RunSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id::text LIKE $1 || '%' LIMIT 2"
@@ -114,13 +116,12 @@ pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> 
         }
     };
     let Some(run) = run else { return Ok(None) };
-    let (event_type, trigger): (String, Value) = sqlx::query_as(
-        "SELECT type, cloudevent -> 'data' FROM events WHERE id = $1",
-    )
-    .bind(run.event_id)
-    .fetch_one(pool)
-    .await
-    .context("load the run's event")?;
+    let (event_type, trigger): (String, Value) =
+        sqlx::query_as("SELECT type, cloudevent -> 'data' FROM events WHERE id = $1")
+            .bind(run.event_id)
+            .fetch_one(pool)
+            .await
+            .context("load the run's event")?;
     let steps = sqlx::query_as(
         "SELECT step_index, step_id, step_type, attempt, state, input, output, error, started_at, finished_at
          FROM step_attempts WHERE run_id = $1 ORDER BY step_index, attempt",

@@ -69,7 +69,9 @@ impl ErrorClass {
     /// What the user should do about it.
     pub fn advice(self) -> &'static str {
         match self {
-            ErrorClass::TemplateNotFound => "check the template is approved and its name and language are right",
+            ErrorClass::TemplateNotFound => {
+                "check the template is approved and its name and language are right"
+            }
             ErrorClass::SenderOffline => "check the sender's status and connection",
             ErrorClass::InvalidPhoneNumber => "format as +[country code][number]",
             ErrorClass::OutsideWindow => "use a template message",
@@ -148,6 +150,9 @@ impl From<SendError> for StepError {
 pub struct Services {
     pub pool: PgPool,
     pub whatsapp: WhatsApp,
+    /// How long a recorded intent protects a step from being taken over by another worker:
+    /// longer than any provider call can take.
+    pub lease: Duration,
 }
 
 /// One step's view of its run.
@@ -226,7 +231,10 @@ impl Default for Recipient {
 }
 
 /// The sender to send from: the step's `sender`, or the one the trigger came in on.
-pub fn sender<'a>(step_sender: Option<&'a str>, ctx: &'a StepContext<'_>) -> Result<&'a str, StepError> {
+pub fn sender<'a>(
+    step_sender: Option<&'a str>,
+    ctx: &'a StepContext<'_>,
+) -> Result<&'a str, StepError> {
     step_sender.or(ctx.sender_id).ok_or_else(|| {
         StepError::new(
             ErrorClass::SenderOffline,

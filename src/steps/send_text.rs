@@ -70,7 +70,12 @@ impl Step for SendText {
         .bind(input.to.digits())
         .fetch_optional(&ctx.services.pool)
         .await
-        .map_err(|e| StepError::new(ErrorClass::ProviderError, format!("check the 24-hour window: {e}")))?;
+        .map_err(|e| {
+            StepError::new(
+                ErrorClass::ProviderError,
+                format!("check the 24-hour window: {e}"),
+            )
+        })?;
         if open != Some(true) {
             return Err(StepError::new(
                 ErrorClass::OutsideWindow,

@@ -24,10 +24,6 @@ use crate::{
     workflow::SharedWorkflows,
 };
 
-/// How long an attempt's intent protects it from being taken over: longer than any provider
-/// call (their timeouts are shorter).
-pub const LEASE: Duration = Duration::from_secs(30);
-
 /// What became of one job.
 #[derive(Debug)]
 pub enum Outcome {
@@ -40,6 +36,7 @@ pub enum Outcome {
 }
 
 type RunRow = (String, String, i32, Value, Option<String>, Option<String>);
+type ContactRow = (Option<String>, Option<String>, Value, Vec<String>, bool);
 
 /// Runs one job to its outcome. The loop around it only acks and retries.
 pub async fn execute_job(
@@ -91,7 +88,9 @@ pub async fn execute_job(
     {
         let now = Utc::now();
         if *lease_until > now {
-            let wait = (*lease_until - now).to_std().unwrap_or(Duration::from_secs(1));
+            let wait = (*lease_until - now)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1));
             return Ok(Outcome::Busy(wait));
         }
         // The worker that recorded this intent died during the call: the message may have gone
@@ -108,7 +107,14 @@ pub async fn execute_job(
         .execute(&mut *tx)
         .await
         .context("close interrupted attempt")?;
-        let rows = advance(&mut tx, job, step_id, &json!({"interrupted": true}), workflow.steps.len()).await?;
+        let rows = advance(
+            &mut tx,
+            job,
+            step_id,
+            &json!({"interrupted": true}),
+            workflow.steps.len(),
+        )
+        .await?;
         tx.commit().await.context("commit reconciled step")?;
         return Ok(Outcome::Done(rows));
     }
@@ -127,13 +133,35 @@ pub async fn execute_job(
     let (rendered, input) = match step.render(&ctx) {
         Ok(r) => r,
         Err(error) => {
-            record_attempt(&mut tx, job, step_id, step_type, attempt, "failed", None, Some(&error.to_json())).await?;
+            record_attempt(
+                &mut tx,
+                job,
+                step_id,
+                step_type,
+                attempt,
+                "failed",
+                None,
+                Some(&error.to_json()),
+                services.lease,
+            )
+            .await?;
             fail(&mut tx, job, &workflow_name, step_id, &error).await?;
             tx.commit().await.context("commit failed step")?;
             return Ok(Outcome::Done(Vec::new()));
         }
     };
-    record_attempt(&mut tx, job, step_id, step_type, attempt, "started", Some(&input), None).await?;
+    record_attempt(
+        &mut tx,
+        job,
+        step_id,
+        step_type,
+        attempt,
+        "started",
+        Some(&input),
+        None,
+        services.lease,
+    )
+    .await?;
     sqlx::query("UPDATE runs SET status = 'running', updated_at = now() WHERE id = $1")
         .bind(job.run_id)
         .execute(&mut *tx)
@@ -148,14 +176,16 @@ pub async fn execute_job(
 
     // Phase 3: the outcome and the next job, atomically.
     let mut tx = pool.begin().await.context("begin step outcome")?;
-    let current: Option<(i32,)> = sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
-        .bind(job.run_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("lock run for outcome")?;
+    let current: Option<(i32,)> =
+        sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(job.run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("lock run for outcome")?;
     let rows = match result {
         Ok(out) => {
-            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "succeeded").increment(1);
+            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "succeeded")
+                .increment(1);
             if let Some(sent) = &out.sent {
                 metrics::histogram!("herald_send_latency_seconds", "provider" => sent.provider)
                     .record(elapsed.as_secs_f64());
@@ -195,7 +225,8 @@ pub async fn execute_job(
             }
         }
         Err(error) => {
-            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "failed").increment(1);
+            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "failed")
+                .increment(1);
             sqlx::query(
                 "UPDATE step_attempts SET state = 'failed', error = $4, finished_at = now()
                  WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
@@ -222,7 +253,7 @@ async fn load_contact(
     let Some(customer_id) = customer_id else {
         return Ok(json!({}));
     };
-    let row: Option<(Option<String>, Option<String>, Value, Vec<String>, bool)> = sqlx::query_as(
+    let row: Option<ContactRow> = sqlx::query_as(
         "SELECT name, phone, fields, groups, opted_out FROM contacts WHERE customer_id = $1",
     )
     .bind(customer_id)
@@ -248,6 +279,7 @@ async fn record_attempt(
     state: &str,
     input: Option<&Value>,
     error: Option<&Value>,
+    lease: Duration,
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, error, lease_until, finished_at)
@@ -262,7 +294,7 @@ async fn record_attempt(
     .bind(state)
     .bind(input)
     .bind(error)
-    .bind(LEASE.as_secs_f64())
+    .bind(lease.as_secs_f64())
     .execute(&mut **tx)
     .await
     .context("record step attempt")?;
@@ -301,9 +333,15 @@ async fn advance(
         run_id: job.run_id,
         step_index: next,
     };
-    let row = outbox::stage(tx, Destination::Jobs, "", &serde_json::to_value(next_job)?, None)
-        .await
-        .context("stage next job")?;
+    let row = outbox::stage(
+        tx,
+        Destination::Jobs,
+        "",
+        &serde_json::to_value(next_job)?,
+        None,
+    )
+    .await
+    .context("stage next job")?;
     Ok(vec![row])
 }
 
@@ -371,7 +409,7 @@ async fn handle_delivery(
                 return;
             }
             Ok(Outcome::Busy(wait)) => {
-                tokio::time::sleep(wait.min(LEASE) + Duration::from_millis(50)).await;
+                tokio::time::sleep(wait.min(services.lease) + Duration::from_millis(50)).await;
             }
             Err(e) => {
                 tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "job failed to run; back to the queue");
@@ -443,4 +481,3 @@ pub async fn run(
     })
     .await;
 }
-

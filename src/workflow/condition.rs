@@ -15,8 +15,8 @@ pub struct Condition {
 
 impl Condition {
     pub fn parse(source: &str) -> Result<Self, String> {
-        let program = cel::Program::compile(source)
-            .map_err(|e| format!("bad expression '{source}': {e}"))?;
+        let program =
+            cel::Program::compile(source).map_err(|e| format!("bad expression '{source}': {e}"))?;
         Ok(Condition {
             source: source.to_string(),
             program: Some(Arc::new(program)),
@@ -68,10 +68,17 @@ mod tests {
 
     #[test]
     fn conditions_read_the_trigger_data() {
-        let c = Condition::parse("trigger.message_type == 'text' && trigger.text.contains('hello')")
-            .unwrap();
-        assert!(c.evaluate(&json!({"trigger": {"message_type": "text", "text": "oh hello"}})).unwrap());
-        assert!(!c.evaluate(&json!({"trigger": {"message_type": "image", "text": "hello"}})).unwrap());
+        let c =
+            Condition::parse("trigger.message_type == 'text' && trigger.text.contains('hello')")
+                .unwrap();
+        assert!(
+            c.evaluate(&json!({"trigger": {"message_type": "text", "text": "oh hello"}}))
+                .unwrap()
+        );
+        assert!(
+            !c.evaluate(&json!({"trigger": {"message_type": "image", "text": "hello"}}))
+                .unwrap()
+        );
     }
 
     #[test]

@@ -221,8 +221,15 @@ steps:
 
     #[test]
     fn an_invalid_static_phone_number_is_reported() {
-        let text = GOOD.replace("template: welcome", "template: welcome\n      to: '0151 1234'");
+        let text = GOOD.replace(
+            "template: welcome",
+            "template: welcome\n      to: '0151 1234'",
+        );
         let errs = parse(&text).unwrap_err();
-        assert!(errs[0].reason.contains("Invalid phone number"), "{}", errs[0]);
+        assert!(
+            errs[0].reason.contains("Invalid phone number"),
+            "{}",
+            errs[0]
+        );
     }
 }

@@ -62,17 +62,18 @@ impl Text {
         }
         // `null` counts as missing: drop it so strict mode (or `default`) sees it as undefined.
         let data = &without_nulls(data);
-        ENV.render_str(&self.source, minijinja::value::Serde(data)).map_err(|e| {
-            if e.kind() == minijinja::ErrorKind::UndefinedError {
-                if let Some(missing) = self.variables.iter().find(|v| lookup(data, v).is_none()) {
+        ENV.render_str(&self.source, minijinja::value::Serde(data))
+            .map_err(|e| {
+                if e.kind() == minijinja::ErrorKind::UndefinedError
+                    && let Some(missing) = self.variables.iter().find(|v| lookup(data, v).is_none())
+                {
                     return RenderError::MissingVariable(missing.clone());
                 }
-            }
-            RenderError::Other {
-                text: self.source.clone(),
-                reason: e.to_string(),
-            }
-        })
+                RenderError::Other {
+                    text: self.source.clone(),
+                    reason: e.to_string(),
+                }
+            })
     }
 }
 
@@ -118,7 +119,9 @@ mod tests {
     #[test]
     fn variables_render_from_the_run_data() {
         let t = Text::parse("Hello {{ trigger.contact_name }}!").unwrap();
-        let out = t.render(&json!({"trigger": {"contact_name": "Ana"}})).unwrap();
+        let out = t
+            .render(&json!({"trigger": {"contact_name": "Ana"}}))
+            .unwrap();
         assert_eq!(out, "Hello Ana!");
     }
 
@@ -132,7 +135,9 @@ mod tests {
     #[test]
     fn a_null_value_is_missing_too() {
         let t = Text::parse("{{trigger.contact_name}}").unwrap();
-        let err = t.render(&json!({"trigger": {"contact_name": null}})).unwrap_err();
+        let err = t
+            .render(&json!({"trigger": {"contact_name": null}}))
+            .unwrap_err();
         assert_eq!(err.to_string(), "Missing variable trigger.contact_name");
     }
 

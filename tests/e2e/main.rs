@@ -1,0 +1,8 @@
+//! Black-box tests of the whole pipeline against real PostgreSQL and RabbitMQ:
+//! signed webhooks in, the fake Graph API (or the sandbox) out.
+
+mod fake_graph;
+mod harness;
+mod pipeline;
+mod process;
+mod proxy;
