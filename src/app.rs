@@ -121,6 +121,9 @@ pub async fn start(
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
+            assistants: Default::default(),
+            notifier: Default::default(),
+            http: reqwest::Client::new(),
             lease: config.provider_timeout + Duration::from_secs(5),
         };
         tasks.spawn(worker::run(

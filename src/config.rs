@@ -64,6 +64,12 @@ pub struct Config {
     /// Timeout of one call to the Graph API.
     pub provider_timeout: Duration,
     pub db_max_connections: u32,
+    /// Slack-compatible incoming webhook for team notifications (`notify`, failures).
+    pub notify_webhook_url: Option<String>,
+    /// YAML file naming the AI assistants (`generate_ai_response`).
+    pub assistants_file: PathBuf,
+    /// How often the scheduler looks for due timers (delays, waits, retries).
+    pub timer_interval: Duration,
 }
 
 impl Config {
@@ -136,6 +142,11 @@ impl Config {
             outbox_interval: Duration::from_millis(number("HERALD_OUTBOX_INTERVAL_MS", 1000)?),
             provider_timeout: Duration::from_millis(number("HERALD_PROVIDER_TIMEOUT_MS", 10_000)?),
             db_max_connections: number("HERALD_DB_MAX_CONNECTIONS", 32)? as u32,
+            notify_webhook_url: var("HERALD_NOTIFY_WEBHOOK_URL"),
+            assistants_file: var("HERALD_ASSISTANTS")
+                .unwrap_or_else(|| "assistants.yaml".into())
+                .into(),
+            timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
         })
     }
 

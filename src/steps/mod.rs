@@ -150,6 +150,12 @@ impl From<SendError> for StepError {
 pub struct Services {
     pub pool: PgPool,
     pub whatsapp: WhatsApp,
+    /// The named AI assistants (`generate_ai_response`).
+    pub assistants: std::sync::Arc<crate::providers::llm::Assistants>,
+    /// Team notifications (`notify`).
+    pub notifier: crate::providers::notify::Notifier,
+    /// Outbound HTTP for `http_request` (timeouts per request).
+    pub http: reqwest::Client,
     /// How long a recorded intent protects a step from being taken over by another worker:
     /// longer than any provider call can take.
     pub lease: Duration,
@@ -179,11 +185,48 @@ pub struct Sent {
     pub wamid: String,
 }
 
-/// What a step produced: its output (`steps.<id>.*`) and any message it sent.
+/// What a step produced: its output (`steps.<id>.*`), any message it sent, and where the run
+/// goes next.
 #[derive(Clone, Debug)]
 pub struct StepOutput {
     pub output: Value,
     pub sent: Option<Sent>,
+    pub next: Next,
+}
+
+impl StepOutput {
+    /// An output; the run continues with the next step.
+    pub fn new(output: Value) -> Self {
+        StepOutput {
+            output,
+            sent: None,
+            next: Next::Continue,
+        }
+    }
+    pub fn with_sent(mut self, sent: Sent) -> Self {
+        self.sent = Some(sent);
+        self
+    }
+    pub fn with_next(mut self, next: Next) -> Self {
+        self.next = next;
+        self
+    }
+}
+
+/// Where the run goes after a step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Next {
+    /// The step after this one.
+    #[default]
+    Continue,
+    /// The first step of arm `n` of this step (a branch's `when` n, or its `else` after them).
+    Arm(usize),
+    /// Continue with the next step at this time (a durable timer).
+    SleepUntil(chrono::DateTime<chrono::Utc>),
+    /// Pause until the contact replies; on timeout, take arm 0 (the timeout steps).
+    WaitForReply {
+        timeout_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[async_trait]

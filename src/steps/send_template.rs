@@ -113,22 +113,20 @@ impl Step for SendTemplate {
     async fn execute(&self, input: Input, ctx: &StepContext<'_>) -> Result<StepOutput, StepError> {
         let request = request_body(&input.to, &input.message);
         let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
-        Ok(StepOutput {
-            output: json!({
-                "message_id": receipt.wamid,
-                "to": input.to,
-                "template": input.template,
-                "language": input.language,
-                "variables": input.variables,
-            }),
-            sent: Some(Sent {
-                sender_id: input.sender,
-                recipient: input.to.to_string(),
-                kind: input.message.kind(),
-                provider: receipt.provider,
-                request,
-                wamid: receipt.wamid,
-            }),
-        })
+        Ok(StepOutput::new(json!({
+            "message_id": receipt.wamid,
+            "to": input.to,
+            "template": input.template,
+            "language": input.language,
+            "variables": input.variables,
+        }))
+        .with_sent(Sent {
+            sender_id: input.sender,
+            recipient: input.to.to_string(),
+            kind: input.message.kind(),
+            provider: receipt.provider,
+            request,
+            wamid: receipt.wamid,
+        }))
     }
 }

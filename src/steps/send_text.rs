@@ -88,16 +88,17 @@ impl Step for SendText {
         let message = Message::Text { body: input.text };
         let request = request_body(&input.to, &message);
         let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
-        Ok(StepOutput {
-            output: json!({ "message_id": receipt.wamid, "to": input.to }),
-            sent: Some(Sent {
-                sender_id: input.sender,
-                recipient: input.to.to_string(),
-                kind: message.kind(),
-                provider: receipt.provider,
-                request,
-                wamid: receipt.wamid,
-            }),
-        })
+        Ok(
+            StepOutput::new(json!({ "message_id": receipt.wamid, "to": input.to })).with_sent(
+                Sent {
+                    sender_id: input.sender,
+                    recipient: input.to.to_string(),
+                    kind: message.kind(),
+                    provider: receipt.provider,
+                    request,
+                    wamid: receipt.wamid,
+                },
+            ),
+        )
     }
 }

@@ -1,8 +1,11 @@
 //! Black-box tests of the whole pipeline against real PostgreSQL and RabbitMQ:
 //! signed webhooks in, the fake Graph API (or the sandbox) out.
 
+mod ai;
 mod fake_graph;
+mod flows;
 mod harness;
 mod pipeline;
 mod process;
 mod proxy;
+mod steps_misc;
