@@ -30,7 +30,7 @@ pub enum Role {
     Ingress,
     Matcher,
     Worker,
-    /// Timers and the outbox relay (schedules come with the triggers work).
+    /// Durable timers (delays, reply timeouts) and the outbox relay.
     Scheduler,
 }
 
@@ -108,6 +108,14 @@ pub async fn start(
         config.outbox_interval,
         shutdown.clone(),
     ));
+    if runs(roles, Role::Scheduler) {
+        tasks.spawn(crate::runs::timers::run(
+            bus.clone(),
+            pool.clone(),
+            config.timer_interval,
+            shutdown.clone(),
+        ));
+    }
     if runs(roles, Role::Matcher) {
         tasks.spawn(matcher::run(
             pool.clone(),
@@ -118,12 +126,16 @@ pub async fn start(
         ));
     }
     if runs(roles, Role::Worker) {
+        let outbound = crate::steps::http_request::client()?;
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
             assistants: Default::default(),
-            notifier: Default::default(),
-            http: reqwest::Client::new(),
+            notifier: crate::providers::notify::Notifier::new(
+                config.notify_webhook_url.clone(),
+                outbound.clone(),
+            ),
+            http: outbound,
             lease: config.provider_timeout + Duration::from_secs(5),
         };
         tasks.spawn(worker::run(

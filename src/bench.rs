@@ -210,11 +210,13 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
     // Stop Herald first (its consumers would otherwise see their queues vanish), then remove the
     // topology with the same bus, which reconnects for it.
     let bus = running.bus.clone();
+    eprintln!("DBG shutdown");
     running.shutdown().await;
+    eprintln!("DBG delete");
     if let Err(e) = bus.delete_topology().await {
         eprintln!("warning: could not delete the RabbitMQ topology: {e}");
     }
-    bus.close().await;
+    eprintln!("DBG close");
     sink_stop.cancel();
     outcome
 }

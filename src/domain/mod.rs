@@ -1,9 +1,11 @@
 //! Domain: typed values parsed at the edge, no I/O. The core never re-validates strings.
 
+mod duration;
 mod event;
 mod phone;
 mod template;
 
+pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
 pub use template::{LanguageCode, TemplateName};

@@ -12,8 +12,8 @@ use crate::{
         Bus, Delivery, Destination,
         outbox::{self, OutboxRow},
     },
-    domain::CloudEvent,
-    runs::Job,
+    domain::{CloudEvent, EventType},
+    runs::{Job, move_to, set_output},
     workflow::{SharedWorkflows, Workflow},
 };
 
@@ -57,6 +57,24 @@ pub async fn handle_event(
     workflows: &SharedWorkflows,
     event: &CloudEvent,
 ) -> anyhow::Result<Vec<OutboxRow>> {
+    let mut tx = pool.begin().await.context("begin matcher transaction")?;
+    let mut rows = Vec::new();
+    if let Some(customer) = event.subject.as_deref()
+        && is_inbound_message(event.event_type)
+    {
+        let message_id = event.data["message_id"].as_str().unwrap_or_default();
+        if event.event_type == EventType::MessageReceived {
+            let resumed = resume_waiting(&mut tx, workflows, event, customer).await?;
+            if !resumed.is_empty() {
+                rows.extend(resumed);
+                tx.commit().await.context("commit resumed runs")?;
+                return Ok(rows);
+            }
+        } else if reply_belongs_to_a_waiting_run(&mut tx, event, customer, message_id).await? {
+            // The message_received event of the same message resumes (or resumed) the run.
+            return Ok(Vec::new());
+        }
+    }
     let matched = matching(workflows, event);
     if matched.is_empty() {
         return Ok(Vec::new());
@@ -66,8 +84,6 @@ pub async fn handle_event(
         d["steps"] = json!({});
         d
     };
-    let mut tx = pool.begin().await.context("begin matcher transaction")?;
-    let mut rows = Vec::new();
     for workflow in matched {
         let run_id = Uuid::now_v7();
         let created = sqlx::query(
@@ -89,10 +105,7 @@ pub async fn handle_event(
         if !created {
             continue; // redelivered event: the run and its first job exist already
         }
-        let job = Job {
-            run_id,
-            step_index: 0,
-        };
+        let job = Job::step(run_id, 0);
         rows.push(
             outbox::stage(
                 &mut tx,
@@ -110,6 +123,93 @@ pub async fn handle_event(
     }
     tx.commit().await.context("commit runs")?;
     Ok(rows)
+}
+
+fn is_inbound_message(t: EventType) -> bool {
+    matches!(
+        t,
+        EventType::MessageReceived | EventType::ConversationStarted | EventType::FlowCompleted
+    )
+}
+
+/// The reply as a waiting step's output (`steps.<id>.text`, ...).
+fn reply_output(event: &CloudEvent) -> Value {
+    let d = &event.data;
+    json!({
+        "timed_out": false,
+        "text": d["text"],
+        "message_type": d["message_type"],
+        "message_id": d["message_id"],
+        "reply_id": d["reply_id"],
+        "reply_title": d["reply_title"],
+        "button_payload": d["button_payload"],
+        "media_id": d["media_id"],
+        "flow_response": d["flow"]["response"],
+        "received_at": d["timestamp"],
+    })
+}
+
+/// Routes an inbound message to the runs of this contact that wait for a reply on this sender.
+async fn resume_waiting(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    workflows: &SharedWorkflows,
+    event: &CloudEvent,
+    customer: &str,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let waiting: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "SELECT id, workflow, step_index FROM runs
+         WHERE status = 'waiting' AND sender_id = $1 AND customer_id = $2 FOR UPDATE",
+    )
+    .bind(&event.senderid)
+    .bind(customer)
+    .fetch_all(&mut **tx)
+    .await
+    .context("find waiting runs")?;
+    let mut rows = Vec::new();
+    let message_id = event.data["message_id"].as_str().unwrap_or_default();
+    for (run_id, workflow_name, step_index) in waiting {
+        let Some(step) = workflows
+            .get(&workflow_name)
+            .and_then(|w| w.steps.get(step_index as usize))
+        else {
+            tracing::warn!(run_id = %run_id, workflow = %workflow_name, "waiting run of a workflow that is not loaded");
+            continue;
+        };
+        let job = Job::step(run_id, step_index);
+        set_output(tx, job, &step.id, &reply_output(event)).await?;
+        sqlx::query("DELETE FROM timers WHERE run_id = $1 AND kind = 'timeout'")
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await
+            .context("cancel reply timeout")?;
+        sqlx::query("UPDATE runs SET resumed_by = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(message_id)
+            .execute(&mut **tx)
+            .await
+            .context("mark resumed")?;
+        rows.extend(move_to(tx, job, step.next).await?);
+        tracing::info!(run_id = %run_id, workflow = %workflow_name, step = %step.id, event_id = %event.id, "reply routed to waiting run");
+    }
+    Ok(rows)
+}
+
+async fn reply_belongs_to_a_waiting_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &CloudEvent,
+    customer: &str,
+    message_id: &str,
+) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'waiting' AND sender_id = $1 AND customer_id = $2)
+             OR EXISTS (SELECT 1 FROM runs WHERE resumed_by = $3)",
+    )
+    .bind(&event.senderid)
+    .bind(customer)
+    .bind(message_id)
+    .fetch_one(&mut **tx)
+    .await
+    .context("check waiting runs")
 }
 
 async fn handle_delivery(

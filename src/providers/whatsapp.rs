@@ -1,9 +1,10 @@
 //! WhatsApp Cloud API (Graph API) sends, and the sandbox that records instead of sending.
 //! The only module that knows the Graph API's JSON shapes and error codes.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{config::Secret, domain::PhoneNumber, steps::ErrorClass};
@@ -21,6 +22,8 @@ pub enum Message {
     Text {
         body: String,
     },
+    /// An interactive WhatsApp Flow message (only inside the 24-hour window).
+    Flow(Box<FlowMessage>),
 }
 
 impl Message {
@@ -28,8 +31,86 @@ impl Message {
         match self {
             Message::Template { .. } => "template",
             Message::Text { .. } => "text",
+            Message::Flow(_) => "flow",
         }
     }
+}
+
+/// An interactive Flow message, rendered: what `request_body` turns into
+/// `{"type": "interactive", "interactive": {"type": "flow", ...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlowMessage {
+    /// `flow_id` or `flow_name`.
+    #[serde(flatten)]
+    pub flow: FlowRef,
+    pub body: String,
+    /// The button's text (`flow_cta`).
+    pub cta: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub footer: Option<String>,
+    /// Comes back in the Flow's `nfm_reply` (`whatsapp.flow_completed`'s `flow_token`).
+    pub flow_token: String,
+    pub mode: FlowMode,
+    /// The first screen and its data (`flow_action: navigate`); the Flow's own first screen
+    /// when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_action_payload: Option<FlowActionPayload>,
+}
+
+/// Which Flow to open: by id or by name.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowRef {
+    FlowId(String),
+    FlowName(String),
+}
+
+/// A Flow's mode: `published` (the default) or `draft` (for testing an unpublished Flow).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowMode {
+    #[default]
+    Published,
+    Draft,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlowActionPayload {
+    pub screen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<BTreeMap<String, String>>,
+}
+
+/// The Graph API `interactive` object of a Flow message (whatsapp-cloud-api.md §6).
+fn flow_interactive(flow: &FlowMessage) -> Value {
+    let mut parameters = json!({
+        "flow_message_version": "3",
+        "flow_cta": flow.cta,
+        "flow_token": flow.flow_token,
+        "mode": flow.mode,
+        "flow_action": "navigate",
+    });
+    match &flow.flow {
+        FlowRef::FlowId(id) => parameters["flow_id"] = json!(id),
+        FlowRef::FlowName(name) => parameters["flow_name"] = json!(name),
+    }
+    if let Some(payload) = &flow.flow_action_payload {
+        parameters["flow_action_payload"] = json!(payload);
+    }
+    let mut interactive = json!({
+        "type": "flow",
+        "body": { "text": flow.body },
+        "action": { "name": "flow", "parameters": parameters },
+    });
+    if let Some(header) = &flow.header {
+        interactive["header"] = json!({ "type": "text", "text": header });
+    }
+    if let Some(footer) = &flow.footer {
+        interactive["footer"] = json!({ "text": footer });
+    }
+    interactive
 }
 
 /// The Graph API request body for a message.
@@ -58,6 +139,13 @@ pub fn request_body(to: &PhoneNumber, message: &Message) -> Value {
             "to": to.digits(),
             "type": "text",
             "text": { "preview_url": false, "body": body },
+        }),
+        Message::Flow(flow) => json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to.digits(),
+            "type": "interactive",
+            "interactive": flow_interactive(flow),
         }),
     }
 }
@@ -284,6 +372,73 @@ mod tests {
             body["template"]["components"][0]["parameters"][0]["text"],
             "Ana"
         );
+    }
+
+    fn flow(payload: Option<FlowActionPayload>) -> FlowMessage {
+        FlowMessage {
+            flow: FlowRef::FlowId("1234567890".into()),
+            body: "Rate your call".into(),
+            cta: "Rate now".into(),
+            header: None,
+            footer: None,
+            flow_token: "run.step".into(),
+            mode: FlowMode::Published,
+            flow_action_payload: payload,
+        }
+    }
+
+    #[test]
+    fn flow_body_has_the_cloud_api_shape() {
+        let to = PhoneNumber::parse("+4915112345678").unwrap();
+        let mut message = flow(Some(FlowActionPayload {
+            screen: "RATING".into(),
+            data: Some(BTreeMap::from([("agent".into(), "Bia".into())])),
+        }));
+        message.header = Some("Quick survey".into());
+        message.footer = Some("Takes 30 seconds".into());
+        let message = Message::Flow(Box::new(message));
+        assert_eq!(message.kind(), "flow");
+        assert_eq!(
+            request_body(&to, &message),
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "4915112345678",
+                "type": "interactive",
+                "interactive": {
+                    "type": "flow",
+                    "header": {"type": "text", "text": "Quick survey"},
+                    "body": {"text": "Rate your call"},
+                    "footer": {"text": "Takes 30 seconds"},
+                    "action": {"name": "flow", "parameters": {
+                        "flow_message_version": "3",
+                        "flow_id": "1234567890",
+                        "flow_cta": "Rate now",
+                        "flow_token": "run.step",
+                        "mode": "published",
+                        "flow_action": "navigate",
+                        "flow_action_payload": {"screen": "RATING", "data": {"agent": "Bia"}},
+                    }},
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn a_minimal_flow_body_leaves_the_optional_parts_out() {
+        let to = PhoneNumber::parse("+4915112345678").unwrap();
+        let mut message = flow(None);
+        message.flow = FlowRef::FlowName("csat".into());
+        message.mode = FlowMode::Draft;
+        let body = request_body(&to, &Message::Flow(Box::new(message)));
+        let interactive = &body["interactive"];
+        assert!(interactive.get("header").is_none());
+        assert!(interactive.get("footer").is_none());
+        let parameters = &interactive["action"]["parameters"];
+        assert_eq!(parameters["flow_name"], "csat");
+        assert!(parameters.get("flow_id").is_none());
+        assert_eq!(parameters["mode"], "draft");
+        assert!(parameters.get("flow_action_payload").is_none());
     }
 
     #[test]

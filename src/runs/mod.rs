@@ -1,17 +1,54 @@
 //! Runs: run state and history in PostgreSQL, read by the worker, the CLI and the API.
 
 use anyhow::Context;
+
+use crate::bus::{
+    Destination,
+    outbox::{self, OutboxRow},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A job on the jobs queue: run step `step_index` of run `run_id`.
+/// A job on the jobs queue: run step `step_index` of run `run_id`, or, with `resume`, continue
+/// a run that sleeps or waits at that step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub run_id: Uuid,
     pub step_index: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+impl Job {
+    pub fn step(run_id: Uuid, step_index: i32) -> Self {
+        Job {
+            run_id,
+            step_index,
+            resume: None,
+        }
+    }
+}
+
+/// Why a sleeping or waiting run continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resume {
+    /// A delay's time has come.
+    Wake,
+    /// A wait for a reply timed out.
+    Timeout,
+}
+
+impl Resume {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resume::Wake => "wake",
+            Resume::Timeout => "timeout",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -146,3 +183,77 @@ pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> 
         messages,
     }))
 }
+
+// Run state changes shared by the worker, the matcher (replies) and the scheduler (timers).
+
+pub(crate) async fn set_output(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    step_id: &str,
+    output: &Value,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $2], $3, true), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(job.run_id)
+    .bind(step_id)
+    .bind(output)
+    .execute(&mut **tx)
+    .await
+    .context("store step output")?;
+    Ok(())
+}
+
+/// Moves the run to step `target` and stages its job, or completes the run.
+pub(crate) async fn move_to(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    target: Option<usize>,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let Some(target) = target else {
+        finish_run(tx, job, "completed", None).await?;
+        tracing::info!(run_id = %job.run_id, "run completed");
+        return Ok(Vec::new());
+    };
+    let target = target as i32;
+    sqlx::query(
+        "UPDATE runs SET step_index = $2, status = 'queued', updated_at = now() WHERE id = $1",
+    )
+    .bind(job.run_id)
+    .bind(target)
+    .execute(&mut **tx)
+    .await
+    .context("advance run")?;
+    let next_job = Job::step(job.run_id, target);
+    let row = outbox::stage(
+        tx,
+        Destination::Jobs,
+        "",
+        &serde_json::to_value(next_job)?,
+        None,
+    )
+    .await
+    .context("stage next job")?;
+    Ok(vec![row])
+}
+
+pub(crate) async fn finish_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    status: &str,
+    error: Option<&Value>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE runs SET status = $2, error = $3, updated_at = now(), finished_at = now() WHERE id = $1",
+    )
+    .bind(job.run_id)
+    .bind(status)
+    .bind(error)
+    .execute(&mut **tx)
+    .await
+    .context("finish run")?;
+    Ok(())
+}
+
+pub mod timers;

@@ -4,8 +4,15 @@
 //! A step runs in two phases so that the worker can record its intent before any side effect:
 //! `render` (pure: variables -> typed input) and `execute` (the call to the outside world).
 
+pub mod branch;
+pub mod delay;
+pub mod http_request;
+pub mod notify;
+pub mod send_flow;
 pub mod send_template;
 pub mod send_text;
+pub mod update_contact;
+pub mod wait_for_response;
 
 use std::{fmt, time::Duration};
 
@@ -236,6 +243,19 @@ pub trait Step: Send + Sync {
     fn id(&self) -> Option<&str>;
     /// Variables -> typed input. Pure: no I/O.
     fn render(&self, ctx: &StepContext<'_>) -> Result<Self::Input, StepError>;
+    /// Nested step lists (a branch's arms, a wait's timeout steps), in arm order.
+    fn arms(&self) -> Vec<&[StepKind]> {
+        Vec::new()
+    }
+    /// Checks that serde cannot express, run when the workflow loads.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// True when running the step twice has no effect outside Herald (so a step interrupted by
+    /// a crash is simply run again); false for steps that send or call out (never repeated).
+    fn repeatable(&self) -> bool {
+        false
+    }
     async fn execute(
         &self,
         input: Self::Input,
@@ -295,7 +315,8 @@ macro_rules! registry {
             $($variant($module::$ty),)*
         }
 
-        /// A step's rendered input, ready to execute.
+        /// A step's rendered input, ready to execute (short-lived: size differences don't matter).
+        #[allow(clippy::large_enum_variant)]
         pub enum Rendered {
             $($variant(<$module::$ty as Step>::Input),)*
         }
@@ -306,6 +327,15 @@ macro_rules! registry {
             }
             pub fn id(&self) -> Option<&str> {
                 match self { $(StepKind::$variant(s) => s.id(),)* }
+            }
+            pub fn arms(&self) -> Vec<&[StepKind]> {
+                match self { $(StepKind::$variant(s) => s.arms(),)* }
+            }
+            pub fn check(&self) -> Result<(), String> {
+                match self { $(StepKind::$variant(s) => s.check(),)* }
+            }
+            pub fn repeatable(&self) -> bool {
+                match self { $(StepKind::$variant(s) => s.repeatable(),)* }
             }
             pub fn render(&self, ctx: &StepContext<'_>) -> Result<(Rendered, Value), StepError> {
                 match self {
@@ -332,8 +362,15 @@ macro_rules! registry {
 }
 
 registry! {
+    Branch => branch::Branch,
+    Delay => delay::Delay,
+    HttpRequest => http_request::HttpRequest,
+    Notify => notify::Notify,
+    SendFlow => send_flow::SendFlow,
     SendTemplate => send_template::SendTemplate,
     SendText => send_text::SendText,
+    UpdateContact => update_contact::UpdateContact,
+    WaitForResponse => wait_for_response::WaitForResponse,
 }
 
 crate::string_schema!(Recipient);

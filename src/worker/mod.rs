@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        Bus, Delivery, Destination,
+        Bus, Delivery,
         outbox::{self, OutboxRow},
     },
-    runs::Job,
-    steps::{Services, StepContext, StepError},
-    workflow::SharedWorkflows,
+    runs::{Job, Resume, finish_run, move_to, set_output},
+    steps::{Next, Services, StepContext, StepError},
+    workflow::{SharedWorkflows, Workflow},
 };
 
 /// What became of one job.
@@ -68,11 +68,35 @@ pub async fn execute_job(
         tracing::error!(run_id = %job.run_id, workflow = %workflow_name, "workflow not loaded; run failed");
         return Ok(Outcome::Done(Vec::new()));
     };
-    let Some((step_id, step)) = workflow.steps.get(job.step_index as usize) else {
+    let Some(flat) = workflow.steps.get(job.step_index as usize) else {
         finish_run(&mut tx, job, "completed", None).await?;
         tx.commit().await.context("commit completed run")?;
         return Ok(Outcome::Done(Vec::new()));
     };
+    let (step_id, step) = (flat.id.as_str(), &flat.kind);
+    match (status.as_str(), job.resume) {
+        ("sleeping", Some(Resume::Wake)) => {
+            let rows = move_to(&mut tx, job, flat.next).await?;
+            tx.commit().await.context("commit wake-up")?;
+            return Ok(Outcome::Done(rows));
+        }
+        ("waiting", Some(Resume::Timeout)) => {
+            tracing::info!(run_id = %job.run_id, step = step_id, "no reply before the timeout");
+            set_output(&mut tx, job, step_id, &json!({"timed_out": true})).await?;
+            let rows = move_to(
+                &mut tx,
+                job,
+                workflow.arm_target(job.step_index as usize, 0),
+            )
+            .await?;
+            tx.commit().await.context("commit timeout")?;
+            return Ok(Outcome::Done(rows));
+        }
+        // A duplicate of the job that put the run to sleep or to wait, or a timer for a run
+        // that has moved on: nothing to do.
+        ("sleeping" | "waiting", _) | (_, Some(_)) => return Ok(Outcome::Stale),
+        _ => {}
+    }
     let last: Option<(i32, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT attempt, state, lease_until FROM step_attempts
          WHERE run_id = $1 AND step_index = $2 ORDER BY attempt DESC LIMIT 1",
@@ -107,16 +131,13 @@ pub async fn execute_job(
         .execute(&mut *tx)
         .await
         .context("close interrupted attempt")?;
-        let rows = advance(
-            &mut tx,
-            job,
-            step_id,
-            &json!({"interrupted": true}),
-            workflow.steps.len(),
-        )
-        .await?;
-        tx.commit().await.context("commit reconciled step")?;
-        return Ok(Outcome::Done(rows));
+        if !step.repeatable() {
+            let output = json!({"interrupted": true});
+            let rows = follow(&mut tx, job, workflow, step_id, &output, &Next::Continue).await?;
+            tx.commit().await.context("commit reconciled step")?;
+            return Ok(Outcome::Done(rows));
+        }
+        // No outside effect: simply run it again as the next attempt.
     }
 
     let mut data = context;
@@ -219,7 +240,7 @@ pub async fn execute_job(
             .context("record step output")?;
             tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
             if current.map(|(i,)| i) == Some(job.step_index) {
-                advance(&mut tx, job, step_id, &out.output, workflow.steps.len()).await?
+                follow(&mut tx, job, workflow, step_id, &out.output, &out.next).await?
             } else {
                 Vec::new()
             }
@@ -301,48 +322,59 @@ async fn record_attempt(
     Ok(())
 }
 
-/// Stores the step's output under `steps.<id>` and moves to the next step (or completes).
-async fn advance(
+/// Stores the step's output under `steps.<id>`, then goes where the step said: the next step,
+/// an arm, a durable sleep, or a wait for the contact's reply.
+async fn follow(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: Job,
+    workflow: &Workflow,
     step_id: &str,
     output: &Value,
-    step_count: usize,
+    next: &Next,
 ) -> anyhow::Result<Vec<OutboxRow>> {
-    let next = job.step_index + 1;
-    let done = next as usize >= step_count;
-    sqlx::query(
-        "UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $2], $3, true),
-           step_index = $4, status = $5, updated_at = now(),
-           finished_at = CASE WHEN $5 = 'completed' THEN now() ELSE NULL END
-         WHERE id = $1",
-    )
-    .bind(job.run_id)
-    .bind(step_id)
-    .bind(output)
-    .bind(next)
-    .bind(if done { "completed" } else { "queued" })
-    .execute(&mut **tx)
-    .await
-    .context("advance run")?;
-    if done {
-        tracing::info!(run_id = %job.run_id, "run completed");
-        return Ok(Vec::new());
+    set_output(tx, job, step_id, output).await?;
+    let index = job.step_index as usize;
+    match next {
+        Next::Continue => move_to(tx, job, workflow.steps[index].next).await,
+        Next::Arm(arm) => move_to(tx, job, workflow.arm_target(index, *arm)).await,
+        Next::SleepUntil(due) => {
+            pause(tx, job, "sleeping", Some((Resume::Wake, *due))).await?;
+            Ok(Vec::new())
+        }
+        Next::WaitForReply { timeout_at } => {
+            pause(tx, job, "waiting", timeout_at.map(|t| (Resume::Timeout, t))).await?;
+            Ok(Vec::new())
+        }
     }
-    let next_job = Job {
-        run_id: job.run_id,
-        step_index: next,
-    };
-    let row = outbox::stage(
-        tx,
-        Destination::Jobs,
-        "",
-        &serde_json::to_value(next_job)?,
-        None,
-    )
-    .await
-    .context("stage next job")?;
-    Ok(vec![row])
+}
+
+/// Parks the run at its current step (sleeping or waiting), with a durable timer if given.
+async fn pause(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    status: &str,
+    timer: Option<(Resume, DateTime<Utc>)>,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE runs SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(job.run_id)
+        .bind(status)
+        .execute(&mut **tx)
+        .await
+        .context("pause run")?;
+    if let Some((kind, due)) = timer {
+        sqlx::query(
+            "INSERT INTO timers (run_id, step_index, kind, due_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(job.run_id)
+        .bind(job.step_index)
+        .bind(kind.as_str())
+        .bind(due)
+        .execute(&mut **tx)
+        .await
+        .context("set timer")?;
+    }
+    tracing::info!(run_id = %job.run_id, status, due = ?timer.map(|t| t.1), "run paused");
+    Ok(())
 }
 
 async fn fail(
@@ -360,24 +392,6 @@ async fn fail(
     let mut e = error.to_json();
     e["step"] = Value::from(step_id);
     finish_run(tx, job, "failed", Some(&e)).await
-}
-
-async fn finish_run(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    job: Job,
-    status: &str,
-    error: Option<&Value>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE runs SET status = $2, error = $3, updated_at = now(), finished_at = now() WHERE id = $1",
-    )
-    .bind(job.run_id)
-    .bind(status)
-    .bind(error)
-    .execute(&mut **tx)
-    .await
-    .context("finish run")?;
-    Ok(())
 }
 
 async fn handle_delivery(

@@ -70,17 +70,15 @@ pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError
     if spec.steps.is_empty() {
         errors.push(err(None, "a workflow needs at least one step".into()));
     }
+    let steps = super::flatten(&spec.steps);
     let mut ids = HashSet::new();
-    let mut steps = Vec::new();
-    for (index, step) in spec.steps.into_iter().enumerate() {
-        let id = step
-            .id()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}_{}", step.type_name(), index + 1));
-        if !ids.insert(id.clone()) {
-            errors.push(err(None, format!("step id '{id}' is used twice")));
+    for step in &steps {
+        if !ids.insert(step.id.clone()) {
+            errors.push(err(None, format!("step id '{}' is used twice", step.id)));
         }
-        steps.push((id, step));
+        if let Err(reason) = step.kind.check() {
+            errors.push(err(None, format!("step '{}': {reason}", step.id)));
+        }
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -176,8 +174,8 @@ steps:
     fn a_good_workflow_loads_with_generated_step_ids() {
         let w = parse(GOOD).unwrap();
         assert_eq!(w.name, "welcome");
-        assert_eq!(w.steps[0].0, "send_template_1");
-        assert_eq!(w.steps[1].0, "thanks");
+        assert_eq!(w.steps[0].id, "send_template_1");
+        assert_eq!(w.steps[1].id, "thanks");
     }
 
     #[test]
@@ -210,6 +208,71 @@ steps:
         let text = GOOD.replace("whatsapp.message_received", "whatsapp.carrier_pigeon");
         let errs = parse(&text).unwrap_err();
         assert!(errs[0].reason.contains("carrier_pigeon"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn nested_steps_are_laid_out_flat_with_their_continuations() {
+        let text = r#"
+name: nested
+trigger:
+  event: call.ended
+steps:
+  - delay: { duration: 10m }
+  - branch:
+      id: by_outcome
+      when:
+        - condition: 'trigger.outcome == "booked"'
+          steps:
+            - send_text: { id: booked, text: "b1" }
+            - send_text: { id: booked2, text: "b2" }
+        - condition: 'trigger.outcome == "empty"'
+          steps: []
+      else:
+        - send_text: { id: other, text: "o" }
+  - send_text: { id: last, text: "bye" }
+"#;
+        let w = parse(text).unwrap();
+        let ids: Vec<&str> = w.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "delay_1",
+                "by_outcome",
+                "booked",
+                "booked2",
+                "other",
+                "last"
+            ]
+        );
+        let next: Vec<Option<usize>> = w.steps.iter().map(|s| s.next).collect();
+        assert_eq!(next, [Some(1), Some(5), Some(3), Some(5), Some(5), None]);
+        assert_eq!(w.steps[1].arms, [Some(2), Some(5), Some(4)]);
+        assert_eq!(
+            w.arm_target(1, 1),
+            Some(5),
+            "an empty arm continues after the branch"
+        );
+    }
+
+    #[test]
+    fn a_delay_needs_exactly_one_of_duration_or_until() {
+        let text = GOOD.replace(
+            "  - send_text:\n      id: thanks",
+            "  - delay: {}\n  - send_text:\n      id: thanks",
+        );
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("exactly one of"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_bad_duration_is_reported_with_its_line() {
+        let text = GOOD.replace(
+            "  - send_text:\n      id: thanks",
+            "  - delay: { duration: 10 minutes }\n  - send_text:\n      id: thanks",
+        );
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].reason.contains("bad duration"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(11), "{}", errs[0]);
     }
 
     #[test]

@@ -46,15 +46,90 @@ pub struct TriggerSpec {
     pub filter: Option<Condition>,
 }
 
-/// A loaded, checked workflow. Steps carry their ids (generated where omitted).
+/// A loaded, checked workflow. Nested steps (branch arms, timeout steps) are laid out in one
+/// flat list, each knowing where the run goes next, so a run's position is one index.
 #[derive(Debug, Clone)]
 pub struct Workflow {
     pub name: String,
     pub description: Option<String>,
     pub enabled: bool,
     pub trigger: TriggerSpec,
-    pub steps: Vec<(String, StepKind)>,
+    pub steps: Vec<FlatStep>,
     pub file: std::path::PathBuf,
+}
+
+/// One step at its place in the flat layout.
+#[derive(Debug, Clone)]
+pub struct FlatStep {
+    /// Unique in the workflow; generated as `<type>_<n>` where omitted.
+    pub id: String,
+    pub kind: StepKind,
+    /// The step that follows when this one completes (`None`: the run completes).
+    pub next: Option<usize>,
+    /// Where each arm starts (`None`: an empty arm continues with `next`'s target... the run
+    /// completes when that is `None` too).
+    pub arms: Vec<Option<usize>>,
+}
+
+impl Workflow {
+    /// Where the run goes after step `index` takes arm `arm`.
+    pub fn arm_target(&self, index: usize, arm: usize) -> Option<usize> {
+        let step = self.steps.get(index)?;
+        match step.arms.get(arm) {
+            Some(target) => *target,
+            None => step.next,
+        }
+    }
+}
+
+/// Lays `steps` (and every nested list) out flat. Returns the indices of the top-level steps.
+pub(crate) fn flatten(steps: &[StepKind]) -> Vec<FlatStep> {
+    fn lay(
+        list: &[StepKind],
+        out: &mut Vec<FlatStep>,
+        arm_tops: &mut Vec<Vec<Vec<usize>>>,
+    ) -> Vec<usize> {
+        let mut tops = Vec::new();
+        for step in list {
+            let index = out.len();
+            tops.push(index);
+            out.push(FlatStep {
+                id: step
+                    .id()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}_{}", step.type_name(), index + 1)),
+                kind: step.clone(),
+                next: None,
+                arms: Vec::new(),
+            });
+            arm_tops.push(Vec::new());
+            for arm in step.arms() {
+                let t = lay(arm, out, arm_tops);
+                arm_tops[index].push(t);
+            }
+        }
+        tops
+    }
+    fn link(
+        out: &mut [FlatStep],
+        arm_tops: &[Vec<Vec<usize>>],
+        tops: &[usize],
+        after: Option<usize>,
+    ) {
+        for (k, &i) in tops.iter().enumerate() {
+            let next = tops.get(k + 1).copied().or(after);
+            out[i].next = next;
+            for arm in &arm_tops[i] {
+                out[i].arms.push(arm.first().copied().or(next));
+                link(out, arm_tops, arm, next);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut arm_tops = Vec::new();
+    let tops = lay(steps, &mut out, &mut arm_tops);
+    link(&mut out, &arm_tops, &tops, None);
+    out
 }
 
 pub type SharedWorkflows = Arc<Workflows>;

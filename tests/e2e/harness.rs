@@ -78,6 +78,56 @@ impl TestApp {
         addr
     }
 
+    /// Stops every running Herald gracefully (the database and broker names stay).
+    pub async fn stop_all(&mut self) {
+        while let Some(r) = self.running.pop() {
+            let bus = r.bus.clone();
+            r.shutdown().await;
+            bus.close().await;
+        }
+    }
+
+    /// Stores an event and publishes it on the events exchange, as an ingress would.
+    pub async fn publish_event(
+        &self,
+        event_type: herald::domain::EventType,
+        sender: &str,
+        subject: Option<&str>,
+        data: Value,
+    ) -> uuid::Uuid {
+        let event = herald::domain::CloudEvent::new(
+            event_type,
+            format!("/test/{sender}"),
+            sender.to_string(),
+            subject.map(str::to_string),
+            chrono::Utc::now(),
+            data,
+        );
+        let body = serde_json::to_value(&event).unwrap();
+        sqlx::query(
+            "INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.id)
+        .bind(event.event_type.as_str())
+        .bind(&event.senderid)
+        .bind(&event.subject)
+        .bind(format!("test:{}", event.id))
+        .bind(&body)
+        .execute(&self.pool)
+        .await
+        .expect("store event");
+        let bus = herald::bus::Bus::new(&self.config());
+        bus.publish(
+            herald::bus::Destination::Events,
+            &event.routing_key(),
+            &serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+        .expect("publish event");
+        bus.close().await;
+        event.id
+    }
+
     /// Posts a webhook body signed with the app secret.
     pub async fn post_webhook(&self, body: &[u8]) -> reqwest::Response {
         let sig = signature::sign(APP_SECRET.as_bytes(), body);

@@ -2,6 +2,7 @@
 //! signed webhooks in, the fake Graph API (or the sandbox) out.
 
 mod ai;
+mod control;
 mod fake_graph;
 mod flows;
 mod harness;

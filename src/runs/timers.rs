@@ -1,0 +1,75 @@
+//! Durable timers (delays, reply timeouts): rows in PostgreSQL. The scheduler claims due rows
+//! with `FOR UPDATE SKIP LOCKED`, deletes them and stages their jobs in the outbox in one
+//! transaction: a timer fires once, even with several schedulers, across restarts of anything.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Job, Resume};
+use crate::bus::{
+    Bus, Destination,
+    outbox::{self, OutboxRow},
+};
+
+/// Stages the jobs of every due timer (up to 500). Returns the rows to publish.
+pub async fn claim_due(pool: &PgPool) -> anyhow::Result<Vec<OutboxRow>> {
+    let mut tx = pool.begin().await.context("begin timers")?;
+    let due: Vec<(Uuid, i32, String)> = sqlx::query_as(
+        "DELETE FROM timers WHERE id IN (
+             SELECT id FROM timers WHERE due_at <= now() ORDER BY due_at LIMIT 500
+             FOR UPDATE SKIP LOCKED)
+         RETURNING run_id, step_index, kind",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("claim due timers")?;
+    let mut rows = Vec::with_capacity(due.len());
+    for (run_id, step_index, kind) in due {
+        let resume = match kind.as_str() {
+            "timeout" => Resume::Timeout,
+            _ => Resume::Wake,
+        };
+        let job = Job {
+            run_id,
+            step_index,
+            resume: Some(resume),
+        };
+        rows.push(
+            outbox::stage(
+                &mut tx,
+                Destination::Jobs,
+                "",
+                &serde_json::to_value(job)?,
+                None,
+            )
+            .await
+            .context("stage timer job")?,
+        );
+    }
+    tx.commit().await.context("commit timers")?;
+    Ok(rows)
+}
+
+/// The scheduler's timer loop.
+pub async fn run(bus: Bus, pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match claim_due(&pool).await {
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) => {
+                tracing::info!(fired = rows.len(), "timers fired");
+                if let Err(e) = outbox::flush(&bus, &pool, &rows).await {
+                    tracing::warn!(error = %e, "timer jobs not published yet; the outbox relay will");
+                }
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "timers failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `notify`: tells the team. The message goes to the log and, when `HERALD_NOTIFY_WEBHOOK_URL` is
+//! set, to a Slack-compatible incoming webhook (`{"text": ...}`). Without a webhook the step still
+//! succeeds (`delivered: log`).
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::Instrument;
+
+use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
+use crate::{providers::notify::NotifyError, workflow::Text};
+
+/// Slack shows at most this much of a message's text.
+pub const MAX_TEXT_CHARS: usize = 40_000;
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The message; may contain variables.
+    pub text: Text,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Input {
+    pub text: String,
+}
+
+impl From<NotifyError> for StepError {
+    fn from(e: NotifyError) -> Self {
+        let mut error = StepError::new(e.class, e.message);
+        error.http_status = e.http_status;
+        error.retry_after = e.retry_after;
+        error
+    }
+}
+
+#[async_trait]
+impl Step for Notify {
+    type Input = Input;
+
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {
+        let text = self.text.render(ctx.data)?;
+        if text.trim().is_empty() {
+            return Err(StepError::new(
+                ErrorClass::ProviderError,
+                "notify: the text is empty",
+            ));
+        }
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(StepError::new(
+                ErrorClass::ProviderError,
+                format!("notify: the text is {chars} characters; at most {MAX_TEXT_CHARS}"),
+            ));
+        }
+        Ok(Input { text })
+    }
+
+    async fn execute(&self, input: Input, ctx: &StepContext<'_>) -> Result<StepOutput, StepError> {
+        let notifier = &ctx.services.notifier;
+        let span = tracing::info_span!("notify", run_id = %ctx.run_id, step = ctx.step_id);
+        notifier.send(&input.text, &[]).instrument(span).await?;
+        let delivered = if notifier.has_webhook() {
+            "webhook"
+        } else {
+            "log"
+        };
+        Ok(StepOutput::new(
+            json!({ "delivered": delivered, "text": input.text }),
+        ))
+    }
+}
