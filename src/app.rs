@@ -130,7 +130,9 @@ pub async fn start(
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
-            assistants: Default::default(),
+            assistants: Arc::new(crate::providers::llm::Assistants::load(
+                &config.assistants_file,
+            )?),
             notifier: crate::providers::notify::Notifier::new(
                 config.notify_webhook_url.clone(),
                 outbound.clone(),

@@ -203,20 +203,21 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
             return Err(e);
         }
     };
-    let generator = Generator::new(format!("http://{}/webhooks/whatsapp", running.addr), id)?;
-
-    let outcome = phases(args, Arc::new(generator), &sink).await;
+    let url = format!("http://{}/webhooks/whatsapp", running.addr);
+    let outcome = match Generator::new(url, id) {
+        Ok(generator) => phases(args, Arc::new(generator), &sink).await,
+        Err(e) => Err(e),
+    };
 
     // Stop Herald first (its consumers would otherwise see their queues vanish), then remove the
     // topology with the same bus, which reconnects for it.
     let bus = running.bus.clone();
-    eprintln!("DBG shutdown");
     running.shutdown().await;
-    eprintln!("DBG delete");
     if let Err(e) = bus.delete_topology().await {
         eprintln!("warning: could not delete the RabbitMQ topology: {e}");
     }
-    eprintln!("DBG close");
+    // Not `bus.close()`: delete_topology leaves its channel open, and closing the connection
+    // then logs a spurious lapin error; the process ends right after, which closes it.
     sink_stop.cancel();
     outcome
 }

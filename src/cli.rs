@@ -129,7 +129,7 @@ pub enum QuarantineCommand {
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { roles } => {
-            let workflows = load_workflows(&config.workflows_dir)?;
+            let workflows = load_workflows(&config.workflows_dir, &config.templates_file)?;
             let running = app::start(config, &roles, workflows).await?;
             app::cancel_on_signal(running.shutdown_token());
             running.wait().await;
@@ -143,7 +143,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Workflows(WorkflowsCommand::Validate { dir }) => {
             let dir = dir.unwrap_or(config.workflows_dir);
-            let workflows = load_workflows(&dir)?;
+            let workflows = load_workflows(&dir, &config.templates_file)?;
             println!(
                 "{}: {} workflows valid",
                 dir.display(),
@@ -163,9 +163,14 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Loads the workflows or fails with every mistake, one per line.
-pub fn load_workflows(dir: &std::path::Path) -> anyhow::Result<workflow::Workflows> {
-    workflow::load_dir(dir).map_err(|errors| {
+/// Loads the workflows (checked against the template catalog when `templates` exists) or fails
+/// with every mistake, one per line.
+pub fn load_workflows(
+    dir: &std::path::Path,
+    templates: &std::path::Path,
+) -> anyhow::Result<workflow::Workflows> {
+    let catalog = workflow::catalog::Catalog::load(templates).map_err(|e| anyhow::anyhow!(e))?;
+    workflow::load_dir_with(dir, catalog.as_ref()).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!(
             "{} mistake(s) in the workflows:\n{}",

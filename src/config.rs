@@ -68,6 +68,8 @@ pub struct Config {
     pub notify_webhook_url: Option<String>,
     /// YAML file naming the AI assistants (`generate_ai_response`).
     pub assistants_file: PathBuf,
+    /// The template catalog (`templates.yaml`): approved templates and their parameters.
+    pub templates_file: PathBuf,
     /// How often the scheduler looks for due timers (delays, waits, retries).
     pub timer_interval: Duration,
 }
@@ -145,6 +147,9 @@ impl Config {
             notify_webhook_url: var("HERALD_NOTIFY_WEBHOOK_URL"),
             assistants_file: var("HERALD_ASSISTANTS")
                 .unwrap_or_else(|| "assistants.yaml".into())
+                .into(),
+            templates_file: var("HERALD_TEMPLATES")
+                .unwrap_or_else(|| "templates.yaml".into())
                 .into(),
             timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
         })

@@ -3,11 +3,13 @@
 mod duration;
 mod event;
 mod phone;
+mod schedule;
 mod template;
 
 pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
+pub use schedule::{CronExpr, TimeZone};
 pub use template::{LanguageCode, TemplateName};
 
 /// Implements `JsonSchema` for a newtype that is written as a string.

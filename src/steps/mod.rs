@@ -6,6 +6,7 @@
 
 pub mod branch;
 pub mod delay;
+pub mod generate_ai_response;
 pub mod http_request;
 pub mod notify;
 pub mod send_flow;
@@ -322,6 +323,9 @@ macro_rules! registry {
         }
 
         impl StepKind {
+            /// Every step type's YAML key.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$(stringify!($module),)*];
+
             pub fn type_name(&self) -> &'static str {
                 match self { $(StepKind::$variant(_) => stringify!($module),)* }
             }
@@ -364,6 +368,7 @@ macro_rules! registry {
 registry! {
     Branch => branch::Branch,
     Delay => delay::Delay,
+    GenerateAiResponse => generate_ai_response::GenerateAiResponse,
     HttpRequest => http_request::HttpRequest,
     Notify => notify::Notify,
     SendFlow => send_flow::SendFlow,

@@ -110,39 +110,17 @@ pub struct Start {
     pub data: Option<BTreeMap<String, Text>>,
 }
 
-/// A part of the message with its limit.
-struct Part<'a> {
-    name: &'static str,
-    max: usize,
-    text: &'a Text,
-}
-
 impl SendFlow {
-    fn parts(&self) -> impl Iterator<Item = Part<'_>> {
+    /// The texts with a length limit: (field, limit, text).
+    fn limited(&self) -> impl Iterator<Item = (&'static str, usize, &Text)> {
         [
-            Some(Part {
-                name: "body",
-                max: MAX_BODY_CHARS,
-                text: &self.body,
-            }),
-            Some(Part {
-                name: "cta",
-                max: MAX_CTA_CHARS,
-                text: &self.cta,
-            }),
-            self.header.as_ref().map(|text| Part {
-                name: "header",
-                max: MAX_HEADER_CHARS,
-                text,
-            }),
-            self.footer.as_ref().map(|text| Part {
-                name: "footer",
-                max: MAX_FOOTER_CHARS,
-                text,
-            }),
+            ("body", MAX_BODY_CHARS, Some(&self.body)),
+            ("cta", MAX_CTA_CHARS, Some(&self.cta)),
+            ("header", MAX_HEADER_CHARS, self.header.as_ref()),
+            ("footer", MAX_FOOTER_CHARS, self.footer.as_ref()),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(name, max, text)| text.map(|t| (name, max, t)))
     }
 }
 
@@ -153,8 +131,13 @@ fn check_length(name: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("send_flow: `{name}` is empty"));
     }
     if chars > max {
+        let quoted: String = if chars <= 80 {
+            value.to_string()
+        } else {
+            value.chars().take(60).chain("...".chars()).collect()
+        };
         return Err(format!(
-            "send_flow: `{name}` is {chars} characters (\"{value}\"); WhatsApp allows at most {max}"
+            "send_flow: `{name}` is {chars} characters (\"{quoted}\"); WhatsApp allows at most {max}"
         ));
     }
     Ok(())
@@ -194,9 +177,11 @@ impl TryFrom<SendFlowSpec> for SendFlow {
             mode: spec.mode,
         };
         // Text without variables is checked now; the rest when the step runs.
-        for part in step.parts() {
-            if part.text.variables().next().is_none() {
-                check_length(part.name, part.text.source(), part.max)?;
+        for (name, max, text) in step.limited() {
+            if text.variables().next().is_none()
+                && let Ok(value) = text.render(&json!({}))
+            {
+                check_length(name, &value, max)?;
             }
         }
         Ok(step)
@@ -236,15 +221,19 @@ impl SendFlow {
             Flow::Id(id) => FlowRef::FlowId(not_empty("flow_id", id.render(data)?)?),
             Flow::Name(name) => FlowRef::FlowName(not_empty("flow_name", name.render(data)?)?),
         };
-        let mut rendered = BTreeMap::new();
-        for part in self.parts() {
-            let value = part.text.render(data)?;
-            check_length(part.name, &value, part.max).map_err(invalid)?;
-            rendered.insert(part.name, value);
-        }
-        let mut take = |name| rendered.remove(name);
-        let (body, cta, header, footer) =
-            (take("body"), take("cta"), take("header"), take("footer"));
+        let part = |name: &str, max: usize, text: &Text| -> Result<String, StepError> {
+            let value = text.render(data)?;
+            check_length(name, &value, max).map_err(invalid)?;
+            Ok(value)
+        };
+        let body = part("body", MAX_BODY_CHARS, &self.body)?;
+        let cta = part("cta", MAX_CTA_CHARS, &self.cta)?;
+        let header = (self.header.as_ref())
+            .map(|t| part("header", MAX_HEADER_CHARS, t))
+            .transpose()?;
+        let footer = (self.footer.as_ref())
+            .map(|t| part("footer", MAX_FOOTER_CHARS, t))
+            .transpose()?;
         let flow_token = match &self.flow_token {
             Some(t) => not_empty("flow_token", t.render(data)?)?,
             None => default_token.to_string(),
@@ -269,8 +258,8 @@ impl SendFlow {
             to,
             message: FlowMessage {
                 flow,
-                body: body.unwrap_or_default(),
-                cta: cta.unwrap_or_default(),
+                body,
+                cta,
                 header,
                 footer,
                 flow_token,

@@ -96,38 +96,29 @@ pub enum Header {
 impl TryFrom<HeaderSpec> for Header {
     type Error = String;
     fn try_from(spec: HeaderSpec) -> Result<Self, String> {
-        let given = [
-            spec.text.is_some(),
-            spec.image.is_some(),
-            spec.video.is_some(),
-            spec.document.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(
-                "header: give exactly one of `text`, `image`, `video` or `document`".into(),
-            );
-        }
         if spec.parameter_name.is_some() && spec.text.is_none() {
             return Err("header: `parameter_name` goes with a `text` header only".into());
         }
-        let no_filename = |media: Media, kind: &str| {
+        let no_filename = |media: Media| {
             if media.filename.is_some() {
-                Err(format!(
-                    "header: `filename` goes with a `document` only, not an {kind}"
-                ))
+                Err("header: `filename` goes with a `document` only".to_string())
             } else {
                 Ok(media)
             }
         };
         Ok(match (spec.text, spec.image, spec.video, spec.document) {
-            (Some(text), ..) => Header::Text {
+            (Some(text), None, None, None) => Header::Text {
                 text,
                 parameter_name: spec.parameter_name,
             },
-            (_, Some(image), ..) => Header::Image(no_filename(image, "image")?),
-            (_, _, Some(video), _) => Header::Video(no_filename(video, "video")?),
-            (.., Some(document)) => Header::Document(document),
-            (None, None, None, None) => unreachable!("exactly one was checked above"),
+            (None, Some(image), None, None) => Header::Image(no_filename(image)?),
+            (None, None, Some(video), None) => Header::Video(no_filename(video)?),
+            (None, None, None, Some(document)) => Header::Document(document),
+            _ => {
+                return Err(
+                    "header: give exactly one of `text`, `image`, `video` or `document`".into(),
+                );
+            }
         })
     }
 }

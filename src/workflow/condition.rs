@@ -15,8 +15,12 @@ pub struct Condition {
 
 impl Condition {
     pub fn parse(source: &str) -> Result<Self, String> {
-        let program =
-            cel::Program::compile(source).map_err(|e| format!("bad expression '{source}': {e}"))?;
+        let program = cel::Program::compile(source).map_err(|e| {
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("ERROR: <input>:").unwrap_or(first);
+            format!("bad expression '{source}': {first}")
+        })?;
         Ok(Condition {
             source: source.to_string(),
             program: Some(Arc::new(program)),

@@ -6,8 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Workflow, WorkflowSpec};
-use crate::domain::EventType;
+use super::{Workflow, WorkflowSpec, catalog::Catalog};
+use crate::{domain::EventType, steps::StepKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
@@ -51,6 +51,50 @@ impl Workflows {
 
 /// Parses one workflow from YAML text; `file` is only used in error messages.
 pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError>> {
+    parse_workflow_with(file, text, None)
+}
+
+/// The line each step starts on, in layout order (steps are laid out in document order).
+fn step_lines(text: &str) -> Vec<u64> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let rest = line.trim_start().strip_prefix('-')?.trim_start();
+            let key = rest.split(':').next()?;
+            StepKind::TYPE_NAMES.contains(&key).then_some(i as u64 + 1)
+        })
+        .collect()
+}
+
+/// Every `steps.<id>` reference in the text, with its line.
+fn step_references(text: &str) -> Vec<(u64, String)> {
+    let mut refs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        let mut offset = 0;
+        while let Some(pos) = rest.find("steps.") {
+            let before = line[..offset + pos].chars().next_back();
+            let after = &rest[pos + 6..];
+            let id: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+            if !id.is_empty() && !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                refs.push((i as u64 + 1, id));
+            }
+            offset += pos + 6;
+            rest = after;
+        }
+    }
+    refs
+}
+
+/// Parses one workflow and checks it against the template catalog when one is given.
+pub fn parse_workflow_with(
+    file: &Path,
+    text: &str,
+    catalog: Option<&Catalog>,
+) -> Result<Workflow, Vec<LoadError>> {
     let err = |line: Option<u64>, reason: String| LoadError {
         file: file.to_path_buf(),
         line,
@@ -59,8 +103,14 @@ pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError
     let spec: WorkflowSpec = serde_saphyr::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let reason = e.to_string();
-        // The library's message repeats the position; keep the first line, the reason.
-        let reason = reason.lines().next().unwrap_or_default().to_string();
+        // The library's message repeats the position; keep the reason.
+        let reason = reason.lines().next().unwrap_or_default();
+        let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+        let reason = match reason.split_once(": ") {
+            Some((position, rest)) if position.starts_with("line ") => rest,
+            _ => reason,
+        };
+        let reason = reason.to_string();
         vec![err(line, reason)]
     })?;
     let mut errors = Vec::new();
@@ -70,14 +120,61 @@ pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError
     if spec.steps.is_empty() {
         errors.push(err(None, "a workflow needs at least one step".into()));
     }
+    let schedule = spec.trigger.event == EventType::Schedule;
+    if schedule && spec.trigger.cron.is_none() {
+        errors.push(err(
+            None,
+            "a schedule trigger needs `cron` (e.g. '0 9 * * *')".into(),
+        ));
+    }
+    if !schedule && (spec.trigger.cron.is_some() || spec.trigger.timezone.is_some()) {
+        errors.push(err(
+            None,
+            "`cron` and `timezone` belong to `event: schedule`".into(),
+        ));
+    }
     let steps = super::flatten(&spec.steps);
+    let lines = step_lines(text);
+    let line_of = |index: usize| lines.get(index).copied();
     let mut ids = HashSet::new();
-    for step in &steps {
+    for (index, step) in steps.iter().enumerate() {
         if !ids.insert(step.id.clone()) {
-            errors.push(err(None, format!("step id '{}' is used twice", step.id)));
+            errors.push(err(
+                line_of(index),
+                format!("step id '{}' is used twice", step.id),
+            ));
         }
         if let Err(reason) = step.kind.check() {
-            errors.push(err(None, format!("step '{}': {reason}", step.id)));
+            errors.push(err(line_of(index), format!("step '{}': {reason}", step.id)));
+        }
+        if let (Some(catalog), StepKind::SendTemplate(t)) = (catalog, &step.kind)
+            && let Some(reason) = check_template(catalog, t)
+        {
+            errors.push(err(line_of(index), format!("step '{}': {reason}", step.id)));
+        }
+    }
+    // A step may read only the outputs of steps laid out before it.
+    for (line, id) in step_references(text) {
+        let user = lines.iter().rposition(|l| *l <= line);
+        match steps.iter().position(|s| s.id == id) {
+            None => errors.push(err(
+                Some(line),
+                format!("reference to step '{id}', which does not exist"),
+            )),
+            Some(target) => match user {
+                None => errors.push(err(
+                    Some(line),
+                    format!("the trigger cannot read step '{id}': no step has run yet"),
+                )),
+                Some(user) if target >= user => errors.push(err(
+                    Some(line),
+                    format!(
+                        "step '{}' reads step '{id}', which does not run before it",
+                        steps[user].id
+                    ),
+                )),
+                Some(_) => {}
+            },
         }
     }
     if !errors.is_empty() {
@@ -93,7 +190,50 @@ pub fn parse_workflow(file: &Path, text: &str) -> Result<Workflow, Vec<LoadError
     })
 }
 
-pub fn load_file(path: &Path) -> Result<Workflow, Vec<LoadError>> {
+fn check_template(
+    catalog: &Catalog,
+    step: &crate::steps::send_template::SendTemplate,
+) -> Option<String> {
+    use crate::steps::send_template::Variables;
+    let Some(spec) = catalog.find(&step.template, &step.language) else {
+        return Some(format!(
+            "Template not found: '{}' ({}) is not in the template catalog",
+            step.template, step.language
+        ));
+    };
+    match &step.variables {
+        Variables::Positional(list)
+            if list.len() != spec.body_parameters || !spec.named_parameters.is_empty() =>
+        {
+            Some(format!(
+                "template '{}' ({}) takes {} body variables, the step gives {}",
+                step.template,
+                step.language,
+                if spec.named_parameters.is_empty() {
+                    spec.body_parameters.to_string()
+                } else {
+                    format!("the named {:?}", spec.named_parameters)
+                },
+                list.len()
+            ))
+        }
+        Variables::Named(map) => {
+            let mut given: Vec<&String> = map.keys().collect();
+            let mut wanted: Vec<&String> = spec.named_parameters.iter().collect();
+            given.sort();
+            wanted.sort();
+            (given != wanted).then(|| {
+                format!(
+                    "template '{}' ({}) takes the named variables {:?}, the step gives {:?}",
+                    step.template, step.language, wanted, given
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+pub fn load_file(path: &Path, catalog: Option<&Catalog>) -> Result<Workflow, Vec<LoadError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![LoadError {
             file: path.to_path_buf(),
@@ -101,11 +241,16 @@ pub fn load_file(path: &Path) -> Result<Workflow, Vec<LoadError>> {
             reason: format!("cannot read: {e}"),
         }]
     })?;
-    parse_workflow(path, &text)
+    parse_workflow_with(path, &text, catalog)
 }
 
 /// Loads every workflow in `dir`; returns all the errors of all the files at once.
 pub fn load_dir(dir: &Path) -> Result<Workflows, Vec<LoadError>> {
+    load_dir_with(dir, None)
+}
+
+/// Loads every workflow in `dir`, checking `send_template` steps against `catalog`.
+pub fn load_dir_with(dir: &Path, catalog: Option<&Catalog>) -> Result<Workflows, Vec<LoadError>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         vec![LoadError {
             file: dir.to_path_buf(),
@@ -121,7 +266,7 @@ pub fn load_dir(dir: &Path) -> Result<Workflows, Vec<LoadError>> {
     let mut errors = Vec::new();
     let mut workflows: Vec<Workflow> = Vec::new();
     for file in files {
-        match load_file(&file) {
+        match load_file(&file, catalog) {
             Ok(w) => {
                 if let Some(other) = workflows.iter().find(|o| o.name == w.name) {
                     errors.push(LoadError {
@@ -294,5 +439,43 @@ steps:
             "{}",
             errs[0]
         );
+    }
+}
+
+#[cfg(test)]
+mod broken_files {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Every file in tests/workflows/broken/ fails with the message its first line expects.
+    #[test]
+    fn each_broken_workflow_fails_with_its_expected_message() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let catalog = Catalog::load(&root.join("templates.yaml"))
+            .unwrap()
+            .unwrap();
+        let dir = root.join("tests/workflows/broken");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{} has no '# expect: ' line", path.display()));
+            let errors = parse_workflow_with(&path, &text, Some(&catalog))
+                .err()
+                .unwrap_or_else(|| panic!("{} loaded without error", path.display()));
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert!(
+                shown.iter().any(|e| e.contains(expect)),
+                "{}: expected '{expect}' in {shown:#?}",
+                path.display()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} broken files");
     }
 }

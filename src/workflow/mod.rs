@@ -1,6 +1,7 @@
 //! Workflows: the YAML model, loader and validator for `workflows/`.
 //! A file is parsed into typed values (conditions compiled, templates checked) before anything runs.
 
+pub mod catalog;
 pub mod condition;
 mod loader;
 pub mod template;
@@ -11,7 +12,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use condition::Condition;
-pub use loader::{LoadError, Workflows, load_dir, load_file, parse_workflow};
+pub use loader::{
+    LoadError, Workflows, load_dir, load_dir_with, load_file, parse_workflow, parse_workflow_with,
+};
 pub use template::Text;
 
 use crate::{domain::EventType, steps::StepKind};
@@ -44,6 +47,12 @@ pub struct TriggerSpec {
     /// A CEL condition over `trigger`, `event` and `contact`; the workflow runs only when it is true.
     #[serde(default)]
     pub filter: Option<Condition>,
+    /// For `event: schedule`: when it fires (5-field cron).
+    #[serde(default)]
+    pub cron: Option<crate::domain::CronExpr>,
+    /// For `event: schedule`: the IANA time zone of the cron expression (default UTC).
+    #[serde(default)]
+    pub timezone: Option<crate::domain::TimeZone>,
 }
 
 /// A loaded, checked workflow. Nested steps (branch arms, timeout steps) are laid out in one

@@ -42,6 +42,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// Roles of the first process (default: all).
     pub roles: Vec<Role>,
+    /// `assistants.yaml` text (`HERALD_ASSISTANTS`); default: no assistants.
+    pub assistants_yaml: Option<String>,
 }
 
 pub struct TestApp {
@@ -251,6 +253,16 @@ pub async fn spawn_app(options: Options) -> TestApp {
     } else {
         None
     };
+    // A file of this test's own (or none), never a developer's ./assistants.yaml.
+    let assistants_file = workflows_dir.join("config").join("assistants.yaml");
+    if let Some(yaml) = &options.assistants_yaml {
+        std::fs::create_dir_all(workflows_dir.join("config")).expect("config dir");
+        std::fs::write(&assistants_file, yaml).expect("write assistants file");
+    }
+    vars.insert(
+        "HERALD_ASSISTANTS".into(),
+        assistants_file.display().to_string(),
+    );
     for (k, v) in options.env {
         vars.insert(k.to_string(), v);
     }

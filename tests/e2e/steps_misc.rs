@@ -402,7 +402,7 @@ steps:
       add_groups: [referrals]
   - notify:
       id: tell
-      text: "{{ contact.name }} in {{ contact.fields.city }} is {{ contact.fields.plan }}, groups {{ contact.groups | join(',') }}, opted out {{ contact.opted_out }}"
+      text: "{{ contact.name }} in {{ contact.fields.city }} is {{ contact.fields.plan }}, groups {{ contact.groups | join(',') }}, opted out: {{ 'yes' if contact.opted_out else 'no' }}"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +453,7 @@ async fn update_contact_sets_name_merges_fields_changes_groups_and_opt_out() {
     let (_, _, output, _) = attempt(&app, "tell").await;
     assert_eq!(
         output["text"],
-        "Ana Maria in Lisbon is gold, groups leads,vip, opted out true"
+        "Ana Maria in Lisbon is gold, groups leads,vip, opted out: yes"
     );
     app.cleanup().await;
 }
