@@ -126,19 +126,26 @@ pub async fn start(
         ));
     }
     if runs(roles, Role::Worker) {
+        let assistants = Arc::new(crate::providers::llm::Assistants::load_for(
+            &config.assistants_file,
+            config.sandbox(),
+        )?);
+        // A recorded intent must outlast the slowest provider call.
+        let slowest = assistants
+            .longest_timeout()
+            .unwrap_or_default()
+            .max(config.provider_timeout);
         let outbound = crate::steps::http_request::client()?;
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
-            assistants: Arc::new(crate::providers::llm::Assistants::load(
-                &config.assistants_file,
-            )?),
+            assistants: assistants.clone(),
             notifier: crate::providers::notify::Notifier::new(
                 config.notify_webhook_url.clone(),
                 outbound.clone(),
             ),
             http: outbound,
-            lease: config.provider_timeout + Duration::from_secs(5),
+            lease: slowest + Duration::from_secs(5),
         };
         tasks.spawn(worker::run(
             services,

@@ -38,7 +38,10 @@ pub struct Assistant {
     /// Messages of history sent with a new message.
     pub max_history: usize,
     pub timeout: Duration,
-    key: Secret,
+    /// `None` only in sandbox mode when the key variable is unset: the assistant then answers
+    /// with a canned sandbox reply instead of calling the API.
+    key: Option<Secret>,
+    key_env: String,
     http: reqwest::Client,
 }
 
@@ -85,10 +88,24 @@ impl Assistants {
         Self::load_with(path, |key| std::env::var(key).ok())
     }
 
+    /// Like [`Assistants::load`]; with `sandbox` (no WhatsApp credentials), an assistant whose key
+    /// variable is unset answers with a canned sandbox reply instead of stopping start-up.
+    pub fn load_for(path: &Path, sandbox: bool) -> anyhow::Result<Assistants> {
+        Self::load_inner(path, |key| std::env::var(key).ok(), sandbox)
+    }
+
     /// [`Assistants::load`] with the environment given as a lookup.
     pub fn load_with(
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Assistants> {
+        Self::load_inner(path, env, false)
+    }
+
+    fn load_inner(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        sandbox: bool,
     ) -> anyhow::Result<Assistants> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -105,7 +122,7 @@ impl Assistants {
                 });
             }
         };
-        let assistants = Self::parse(&text, env)
+        let assistants = Self::parse_inner(&text, env, sandbox)
             .with_context(|| format!("assistants file {} (HERALD_ASSISTANTS)", path.display()))?;
         tracing::info!(file = %path.display(), assistants = ?assistants.names().collect::<Vec<_>>(), "assistants loaded");
         Ok(assistants)
@@ -113,6 +130,14 @@ impl Assistants {
 
     /// Parses the YAML text of an assistants file.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Assistants> {
+        Self::parse_inner(text, env, false)
+    }
+
+    fn parse_inner(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        sandbox: bool,
+    ) -> anyhow::Result<Assistants> {
         if text.trim().is_empty() {
             return Ok(Assistants::default());
         }
@@ -123,7 +148,7 @@ impl Assistants {
         })?;
         let mut by_name = BTreeMap::new();
         for (name, spec) in file.assistants {
-            let assistant = Assistant::build(&name, spec, &env)
+            let assistant = Assistant::build(&name, spec, &env, sandbox)
                 .with_context(|| format!("assistant '{name}'"))?;
             by_name.insert(name, assistant);
         }
@@ -149,6 +174,7 @@ impl Assistant {
         name: &str,
         spec: AssistantSpec,
         env: &impl Fn(&str) -> Option<String>,
+        sandbox: bool,
     ) -> anyhow::Result<Assistant> {
         if name.trim().is_empty() {
             bail!("an assistant name must not be empty");
@@ -166,11 +192,20 @@ impl Assistant {
         if var.is_empty() {
             bail!("api_key_env must name an environment variable");
         }
-        let key = env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            anyhow::anyhow!(
+        let key = match env(var).filter(|k| !k.trim().is_empty()) {
+            Some(k) => Some(Secret::new(k.trim())),
+            None if sandbox => {
+                tracing::warn!(
+                    assistant = name,
+                    variable = var,
+                    "API key not set: the sandbox answers for this assistant"
+                );
+                None
+            }
+            None => bail!(
                 "the environment variable {var} (api_key_env) is not set; it must hold the API key"
-            )
-        })?;
+            ),
+        };
         let timeout = match &spec.timeout {
             None => DEFAULT_TIMEOUT,
             Some(t) => parse_timeout(t).map_err(|e| anyhow::anyhow!("timeout: {e}"))?,
@@ -187,7 +222,8 @@ impl Assistant {
             system_prompt: spec.system_prompt,
             max_history: spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
             timeout,
-            key: Secret::new(key.trim()),
+            key,
+            key_env: var.to_string(),
             http,
         })
     }
@@ -203,12 +239,22 @@ impl Assistant {
     /// Asks the model: `POST {base_url}/chat/completions`; the answer is
     /// `choices[0].message.content`.
     pub async fn complete(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        let Some(key) = &self.key else {
+            let said = messages
+                .last()
+                .map(|m| m.content.as_str())
+                .unwrap_or_default();
+            return Ok(format!(
+                "[sandbox assistant '{}': set {} for real answers] You said: {said}",
+                self.name, self.key_env
+            ));
+        };
         let url = format!("{}/chat/completions", self.base_url);
         let started = Instant::now();
         let response = self
             .http
             .post(&url)
-            .bearer_auth(self.key.expose())
+            .bearer_auth(key.expose())
             .json(&self.request_body(messages))
             .send()
             .await
@@ -288,7 +334,9 @@ impl Assistant {
 
     /// Removes the API key from a text that came from the provider or the network.
     fn scrub(&self, text: &str) -> String {
-        let key = self.key.expose();
+        let Some(key) = self.key.as_ref().map(Secret::expose) else {
+            return text.to_string();
+        };
         if key.len() >= 4 {
             text.replace(key, "***")
         } else {
@@ -491,6 +539,21 @@ assistants:
     }
 
     #[test]
+    fn in_sandbox_mode_an_assistant_without_its_key_answers_from_the_sandbox() {
+        let a = Assistants::parse_inner(GOOD, |_| None, true).unwrap();
+        let support = a.get("support").unwrap();
+        let answer = futures::executor::block_on(
+            support.complete(&[ChatMessage::new(Role::User, "hi there".to_string())]),
+        )
+        .unwrap();
+        assert!(
+            answer.contains("sandbox") && answer.contains("hi there"),
+            "{answer}"
+        );
+        assert!(Assistants::parse_inner(GOOD, |_| None, false).is_err());
+    }
+
+    #[test]
     fn a_good_file_loads_every_assistant_with_its_defaults() {
         let a = Assistants::parse(GOOD, with_keys()).unwrap();
         assert_eq!(a.names().collect::<Vec<_>>(), ["sales", "support"]);
@@ -499,7 +562,7 @@ assistants:
         assert_eq!(support.model, "gpt-4o-mini");
         assert_eq!(support.timeout, DEFAULT_TIMEOUT);
         assert_eq!(support.max_history, DEFAULT_MAX_HISTORY);
-        assert_eq!(support.key.expose(), "sk-test-123");
+        assert_eq!(support.key.as_ref().unwrap().expose(), "sk-test-123");
         let sales = a.get("sales").unwrap();
         assert_eq!(sales.timeout, Duration::from_millis(500));
         assert_eq!(sales.max_history, 4);

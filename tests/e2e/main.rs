@@ -3,6 +3,7 @@
 
 mod ai;
 mod control;
+mod examples;
 mod fake_graph;
 mod flows;
 mod harness;
