@@ -294,3 +294,110 @@ async fn without_a_reply_the_timeout_steps_run() {
     .await;
     app.cleanup().await;
 }
+
+const UNTIL: &str = r#"
+name: until
+trigger:
+  event: call.ended
+steps:
+  - delay: { id: wait, until: "{{ trigger.at }}" }
+  - send_template:
+      sender: "113355779900224"
+      template: later
+      language: en_US
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_until_a_past_time_goes_on_at_once_and_a_bad_time_fails_the_step() {
+    let app = spawn_app(Options {
+        workflows: vec![UNTIL],
+        graph: true,
+        ..Default::default()
+    })
+    .await;
+    fake_graph::accept_all(app.graph.as_ref().unwrap()).await;
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    app.publish_event(
+        EventType::CallEnded,
+        "calls",
+        Some("4915100000111"),
+        json!({"customer_phone": "+4915100000111", "at": past}),
+    )
+    .await;
+    app.publish_event(
+        EventType::CallEnded,
+        "calls",
+        Some("4915100000112"),
+        json!({"customer_phone": "+4915100000112", "at": "next tuesday"}),
+    )
+    .await;
+    eventually("one completed, one failed", || async {
+        status_count(&app, "completed").await == 1 && status_count(&app, "failed").await == 1
+    })
+    .await;
+    assert_eq!(app.sends().await.len(), 1);
+    let error: Value = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("'next tuesday': not a time"),
+        "{error}"
+    );
+    app.cleanup().await;
+}
+
+const FRAGILE_BRANCH: &str = r#"
+name: fragile
+trigger:
+  event: call.ended
+steps:
+  - branch:
+      when:
+        - condition: 'trigger.outcome == "booked"'
+          steps:
+            - send_template: { sender: "113355779900224", template: booked, language: en_US }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_condition_that_cannot_be_evaluated_fails_with_a_hint_and_a_false_one_takes_no_arm()
+ {
+    let app = spawn_app(Options {
+        workflows: vec![FRAGILE_BRANCH],
+        graph: true,
+        ..Default::default()
+    })
+    .await;
+    fake_graph::accept_all(app.graph.as_ref().unwrap()).await;
+    app.publish_event(
+        EventType::CallEnded,
+        "calls",
+        Some("4915100000121"),
+        json!({"customer_phone": "+4915100000121"}),
+    )
+    .await;
+    app.publish_event(
+        EventType::CallEnded,
+        "calls",
+        Some("4915100000122"),
+        json!({"customer_phone": "+4915100000122", "outcome": "lost"}),
+    )
+    .await;
+    eventually("one failed, one completed", || async {
+        status_count(&app, "failed").await == 1 && status_count(&app, "completed").await == 1
+    })
+    .await;
+    let error: Value = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        error["message"].as_str().unwrap().contains("has(...)"),
+        "{error}"
+    );
+    assert!(app.sends().await.is_empty());
+    app.cleanup().await;
+}

@@ -275,3 +275,15 @@ async fn herald_simulate_runs_the_example_workflows_through_the_sandbox() {
     assert_eq!(detail["messages"][1]["kind"], "text");
     app.cleanup().await;
 }
+
+#[test]
+fn workflows_schema_prints_a_json_schema_of_every_step() {
+    let out = herald().args(["workflows", "schema"]).output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let text = schema.to_string();
+    for step in herald::steps::StepKind::TYPE_NAMES {
+        assert!(text.contains(step), "{step} missing from the schema");
+    }
+    assert_eq!(schema["title"], "WorkflowSpec");
+}
