@@ -294,6 +294,38 @@ impl Default for Recipient {
     }
 }
 
+/// Fails with "Outside 24-hour window" unless `to` wrote to `sender` in the last 24 hours.
+pub(crate) async fn require_window(
+    pool: &PgPool,
+    sender: &str,
+    to: &PhoneNumber,
+    advice: &str,
+) -> Result<(), StepError> {
+    let open: Option<bool> = sqlx::query_scalar(
+        "SELECT window_expires_at > now() FROM conversations
+         WHERE sender_id = $1 AND customer_id = $2",
+    )
+    .bind(sender)
+    .bind(to.digits())
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| {
+        StepError::new(
+            ErrorClass::ProviderError,
+            format!("check the 24-hour window: {e}"),
+        )
+    })?;
+    if open == Some(true) {
+        return Ok(());
+    }
+    Err(StepError::new(
+        ErrorClass::OutsideWindow,
+        format!(
+            "Outside 24-hour window: {to} has not written to sender {sender} in the last 24 hours; {advice}"
+        ),
+    ))
+}
+
 /// The sender to send from: the step's `sender`, or the one the trigger came in on.
 pub fn sender<'a>(
     step_sender: Option<&'a str>,

@@ -270,29 +270,6 @@ impl SendFlow {
     }
 }
 
-/// Whether the customer's 24-hour window with this sender is open.
-async fn window_open(
-    pool: &sqlx::PgPool,
-    sender: &str,
-    to: &PhoneNumber,
-) -> Result<bool, StepError> {
-    let open: Option<bool> = sqlx::query_scalar(
-        "SELECT window_expires_at > now() FROM conversations
-         WHERE sender_id = $1 AND customer_id = $2",
-    )
-    .bind(sender)
-    .bind(to.digits())
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| {
-        StepError::new(
-            ErrorClass::ProviderError,
-            format!("check the 24-hour window: {e}"),
-        )
-    })?;
-    Ok(open == Some(true))
-}
-
 #[async_trait]
 impl Step for SendFlow {
     /// Boxed: the rendered message is large next to other steps' inputs.
@@ -322,14 +299,13 @@ impl Step for SendFlow {
             to,
             message,
         } = *input;
-        if !window_open(&ctx.services.pool, &sender, &to).await? {
-            return Err(StepError::new(
-                ErrorClass::OutsideWindow,
-                format!(
-                    "Outside 24-hour window: {to} has not written to sender {sender} in the last 24 hours; a Flow message needs an open window (use send_template with a FLOW button)"
-                ),
-            ));
-        }
+        super::require_window(
+            &ctx.services.pool,
+            &sender,
+            &to,
+            "a Flow message needs an open window (use send_template with a FLOW button)",
+        )
+        .await?;
         let flow_token = message.flow_token.clone();
         let message = Message::Flow(Box::new(message));
         let request = request_body(&to, &message);

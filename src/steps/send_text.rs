@@ -62,29 +62,13 @@ impl Step for SendText {
     }
 
     async fn execute(&self, input: Input, ctx: &StepContext<'_>) -> Result<StepOutput, StepError> {
-        let open: Option<bool> = sqlx::query_scalar(
-            "SELECT window_expires_at > now() FROM conversations
-             WHERE sender_id = $1 AND customer_id = $2",
+        super::require_window(
+            &ctx.services.pool,
+            &input.sender,
+            &input.to,
+            "use a template message",
         )
-        .bind(&input.sender)
-        .bind(input.to.digits())
-        .fetch_optional(&ctx.services.pool)
-        .await
-        .map_err(|e| {
-            StepError::new(
-                ErrorClass::ProviderError,
-                format!("check the 24-hour window: {e}"),
-            )
-        })?;
-        if open != Some(true) {
-            return Err(StepError::new(
-                ErrorClass::OutsideWindow,
-                format!(
-                    "Outside 24-hour window: {} has not written to sender {} in the last 24 hours; use a template message",
-                    input.to, input.sender
-                ),
-            ));
-        }
+        .await?;
         let message = Message::Text { body: input.text };
         let request = request_body(&input.to, &message);
         let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;

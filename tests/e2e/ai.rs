@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use herald::{cli::text_message_body, domain::PhoneNumber};
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, Request, Respond, ResponseTemplate,
@@ -13,7 +12,7 @@ use wiremock::{
 
 use super::{
     fake_graph,
-    harness::{Options, SENDER, TestApp, eventually, settle, spawn_app},
+    harness::{Options, TestApp, eventually, settle, spawn_app, text_body},
 };
 
 const CUSTOMER: &str = "+4915112345678";
@@ -74,11 +73,6 @@ assistants:
         llm.uri(),
         llm.uri()
     )
-}
-
-fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
-    let phone = PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana Souza", text, SENDER, wamid)).unwrap()
 }
 
 /// Answers like OpenAI's chat completions: `Answer <n> to: <last user message>`.

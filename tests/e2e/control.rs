@@ -2,29 +2,13 @@
 
 use std::time::Duration;
 
-use herald::{
-    app::Role,
-    cli::text_message_body,
-    domain::{EventType, PhoneNumber},
-};
+use herald::{app::Role, domain::EventType};
 use serde_json::{Value, json};
 
 use super::{
     fake_graph,
-    harness::{Options, SENDER, TestApp, eventually, settle, spawn_app},
+    harness::{Options, TestApp, eventually, runs_with_status, settle, spawn_app, text_body},
 };
-
-fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
-    let phone = PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana", text, SENDER, wamid)).unwrap()
-}
-
-async fn status_count(app: &TestApp, status: &str) -> i64 {
-    app.count(&format!(
-        "SELECT count(*) FROM runs WHERE status = '{status}'"
-    ))
-    .await
-}
 
 const FOLLOW_UP: &str = r#"
 name: call-follow-up
@@ -79,7 +63,7 @@ async fn a_call_follow_up_waits_then_sends_the_template_of_its_outcome() {
     call(&app, "+4915100000032", "no_answer").await;
     call(&app, "+4915100000033", "voicemail").await;
     eventually("three runs asleep", || async {
-        status_count(&app, "sleeping").await == 3
+        runs_with_status(&app, "sleeping").await == 3
     })
     .await;
     assert!(
@@ -87,7 +71,7 @@ async fn a_call_follow_up_waits_then_sends_the_template_of_its_outcome() {
         "nothing is sent before the delay"
     );
     eventually("three runs completed", || async {
-        status_count(&app, "completed").await == 3
+        runs_with_status(&app, "completed").await == 3
     })
     .await;
     let mut sent: Vec<(String, String)> = app
@@ -153,7 +137,7 @@ async fn a_delay_survives_stopping_every_process_and_fires_once() {
     fake_graph::accept_all(app.graph.as_ref().unwrap()).await;
     call(&app, "+4915100000041", "booked").await;
     eventually("run asleep", || async {
-        status_count(&app, "sleeping").await == 1
+        runs_with_status(&app, "sleeping").await == 1
     })
     .await;
     app.stop_all().await;
@@ -163,7 +147,7 @@ async fn a_delay_survives_stopping_every_process_and_fires_once() {
     app.start_more(&[Role::All]).await;
     app.start_more(&[Role::Scheduler]).await;
     eventually("run completed", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     settle().await;
@@ -216,7 +200,7 @@ async fn a_reply_goes_to_the_waiting_run_and_starts_no_other_run() {
         200
     );
     eventually("run waits", || async {
-        status_count(&app, "waiting").await == 1
+        runs_with_status(&app, "waiting").await == 1
     })
     .await;
     assert_eq!(
@@ -226,7 +210,7 @@ async fn a_reply_goes_to_the_waiting_run_and_starts_no_other_run() {
         200
     );
     eventually("run completed", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     settle().await;
@@ -271,7 +255,7 @@ async fn without_a_reply_the_timeout_steps_run() {
         200
     );
     eventually("run completed after the timeout", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let texts: Vec<String> = app
@@ -332,7 +316,8 @@ async fn a_delay_until_a_past_time_goes_on_at_once_and_a_bad_time_fails_the_step
     )
     .await;
     eventually("one completed, one failed", || async {
-        status_count(&app, "completed").await == 1 && status_count(&app, "failed").await == 1
+        runs_with_status(&app, "completed").await == 1
+            && runs_with_status(&app, "failed").await == 1
     })
     .await;
     assert_eq!(app.sends().await.len(), 1);
@@ -387,7 +372,8 @@ async fn a_branch_condition_that_cannot_be_evaluated_fails_with_a_hint_and_a_fal
     )
     .await;
     eventually("one failed, one completed", || async {
-        status_count(&app, "failed").await == 1 && status_count(&app, "completed").await == 1
+        runs_with_status(&app, "failed").await == 1
+            && runs_with_status(&app, "completed").await == 1
     })
     .await;
     let error: Value = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'failed'")

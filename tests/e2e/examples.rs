@@ -1,10 +1,7 @@
 //! Every example in workflows/ runs end to end: real PostgreSQL and RabbitMQ, fakes of the Graph
 //! API, the LLM API and the team webhook.
 
-use herald::{
-    cli::text_message_body,
-    domain::{EventType, PhoneNumber},
-};
+use herald::domain::EventType;
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -13,22 +10,10 @@ use wiremock::{
 
 use super::{
     fake_graph,
-    harness::{Options, SENDER, TestApp, eventually, spawn_app},
+    harness::{Options, TestApp, eventually, runs_with_status, spawn_app, text_body},
 };
 
 const SANDBOX_SENDER: &str = "100000000000001";
-
-fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
-    let phone = PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana Souza", text, SENDER, wamid)).unwrap()
-}
-
-async fn status_count(app: &TestApp, status: &str) -> i64 {
-    app.count(&format!(
-        "SELECT count(*) FROM runs WHERE status = '{status}'"
-    ))
-    .await
-}
 
 /// Fires every pending timer now (an injected clock: the delay itself is tested elsewhere).
 async fn fast_forward(app: &TestApp) {
@@ -124,7 +109,7 @@ async fn example_call_follow_up_waits_then_sends_the_template_of_the_outcome() {
     )
     .await;
     eventually("both asleep for ten minutes", || async {
-        status_count(&app, "sleeping").await == 2
+        runs_with_status(&app, "sleeping").await == 2
     })
     .await;
     let due: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT due_at FROM timers")
@@ -139,7 +124,7 @@ async fn example_call_follow_up_waits_then_sends_the_template_of_the_outcome() {
     assert!(app.sends().await.is_empty());
     fast_forward(&app).await;
     eventually("both completed", || async {
-        status_count(&app, "completed").await == 2
+        runs_with_status(&app, "completed").await == 2
     })
     .await;
     let mut sent = templates(&app.sends().await);
@@ -181,7 +166,7 @@ async fn example_appointment_reminder_maps_the_four_variables_in_order() {
         "appointment_date": "Friday 28 November, 10:00", "location": "Rua Augusta 100, São Paulo"
     })).await;
     eventually("sent", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let sends = app.sends().await;
@@ -252,7 +237,7 @@ async fn example_lead_qualification_asks_waits_qualifies_saves_and_tells_sales()
         200
     );
     eventually("waiting for the answer", || async {
-        status_count(&app, "waiting").await == 1
+        runs_with_status(&app, "waiting").await == 1
     })
     .await;
     assert_eq!(
@@ -266,7 +251,7 @@ async fn example_lead_qualification_asks_waits_qualifies_saves_and_tells_sales()
         200
     );
     eventually("completed", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let texts: Vec<String> = app
@@ -317,12 +302,12 @@ async fn example_lead_qualification_tells_sales_when_the_lead_goes_quiet() {
         200
     );
     eventually("waiting for the answer", || async {
-        status_count(&app, "waiting").await == 1
+        runs_with_status(&app, "waiting").await == 1
     })
     .await;
     fast_forward(&app).await;
     eventually("completed after the timeout", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let told = team_messages(&team).await;
@@ -358,7 +343,7 @@ async fn example_ai_auto_reply_sends_the_assistants_answer() {
         200
     );
     eventually("answered", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let sends = app.sends().await;
@@ -379,7 +364,7 @@ async fn example_csat_flow_sends_the_flow_button_and_stores_the_submitted_answer
     .await;
     call_ended(&app, "+447700900311", json!({"customer_name": "Chloe", "agent_name": "Bruno", "outcome": "resolved", "call_id": "c-77"})).await;
     eventually("survey sent", || async {
-        status_count(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let survey = &app.sends().await[0];
@@ -423,7 +408,7 @@ async fn example_csat_flow_sends_the_flow_button_and_stores_the_submitted_answer
         200
     );
     eventually("answers stored", || async {
-        status_count(&app, "completed").await == 2
+        runs_with_status(&app, "completed").await == 2
     })
     .await;
     let thanks = &app.sends().await[1];

@@ -1,18 +1,12 @@
 //! Templates with header and button parameters (a FLOW button among them), and `send_flow`'s
 //! interactive Flow message: the exact JSON the fake Graph API receives.
 
-use herald::{cli::text_message_body, domain::PhoneNumber};
 use serde_json::{Value, json};
 
 use super::{
     fake_graph,
-    harness::{Options, SENDER, TestApp, eventually, settle, spawn_app},
+    harness::{Options, TestApp, eventually, runs_with_status, settle, spawn_app, text_body},
 };
-
-fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
-    let phone = PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana Souza", text, SENDER, wamid)).unwrap()
-}
 
 async fn graph_app(workflows: Vec<&'static str>) -> TestApp {
     let app = spawn_app(Options {
@@ -23,13 +17,6 @@ async fn graph_app(workflows: Vec<&'static str>) -> TestApp {
     .await;
     fake_graph::accept_all(app.graph.as_ref().unwrap()).await;
     app
-}
-
-async fn runs(app: &TestApp, status: &str) -> i64 {
-    app.count(&format!(
-        "SELECT count(*) FROM runs WHERE status = '{status}'"
-    ))
-    .await
 }
 
 async fn run_id(app: &TestApp) -> String {
@@ -83,7 +70,7 @@ async fn a_template_sends_header_body_quick_reply_url_and_flow_button_parameters
         200
     );
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let token = format!("{}.survey", run_id(&app).await);
@@ -159,7 +146,7 @@ async fn send_flow_inside_the_window_sends_an_interactive_flow_message() {
         200
     );
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let token = format!("{}.rate", run_id(&app).await);
@@ -228,7 +215,10 @@ async fn send_flow_outside_the_24_hour_window_fails_and_sends_nothing() {
             .status(),
         200
     );
-    eventually("run failed", || async { runs(&app, "failed").await == 1 }).await;
+    eventually("run failed", || async {
+        runs_with_status(&app, "failed").await == 1
+    })
+    .await;
     let error = run_error(&app).await;
     assert_eq!(error["class"], "Outside 24-hour window");
     let message = error["message"].as_str().unwrap();
@@ -278,7 +268,10 @@ async fn a_flow_cta_over_30_characters_fails_the_run_with_a_clear_message() {
         .status(),
         200
     );
-    eventually("run failed", || async { runs(&app, "failed").await == 1 }).await;
+    eventually("run failed", || async {
+        runs_with_status(&app, "failed").await == 1
+    })
+    .await;
     let error = run_error(&app).await;
     assert_eq!(
         error["message"],

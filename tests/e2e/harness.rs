@@ -318,3 +318,25 @@ where
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
+
+/// A signed-webhook body: one inbound text message from `from` (E.164) to [`SENDER`].
+pub fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
+    let phone = herald::domain::PhoneNumber::parse(from).expect("E.164 test number");
+    serde_json::to_vec(&herald::cli::text_message_body(
+        &phone,
+        "Ana Souza",
+        text,
+        SENDER,
+        wamid,
+    ))
+    .expect("serialise body")
+}
+
+/// How many runs have `status`.
+pub async fn runs_with_status(app: &TestApp, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = $1")
+        .bind(status)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count runs")
+}

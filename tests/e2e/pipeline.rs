@@ -1,12 +1,13 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use herald::{cli::text_message_body, domain::PhoneNumber};
 use serde_json::{Value, json};
 
 use super::{
     fake_graph,
-    harness::{Options, SENDER, TestApp, eventually, settle, spawn_app},
+    harness::{
+        Options, SENDER, TestApp, eventually, runs_with_status, settle, spawn_app, text_body,
+    },
 };
 
 const GREET: &str = r#"
@@ -33,11 +34,6 @@ steps:
       variables: ["{{ trigger.conversation_id }}"]
 "#;
 
-fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
-    let phone = PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana Souza", text, SENDER, wamid)).unwrap()
-}
-
 async fn graph_app(workflows: Vec<&'static str>) -> TestApp {
     let app = spawn_app(Options {
         workflows,
@@ -49,13 +45,6 @@ async fn graph_app(workflows: Vec<&'static str>) -> TestApp {
     app
 }
 
-async fn runs(app: &TestApp, status: &str) -> i64 {
-    app.count(&format!(
-        "SELECT count(*) FROM runs WHERE status = '{status}'"
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_text_sends_the_template_with_mapped_variables_and_records_the_wamid() {
     let app = graph_app(vec![GREET]).await;
@@ -64,7 +53,7 @@ async fn inbound_text_sends_the_template_with_mapped_variables_and_records_the_w
     assert_eq!(response.status(), 200);
 
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let sends = app.sends().await;
@@ -128,7 +117,7 @@ async fn the_first_message_starts_a_conversation_and_the_second_within_24h_does_
         200
     );
     eventually("two runs completed", || async {
-        runs(&app, "completed").await == 2
+        runs_with_status(&app, "completed").await == 2
     })
     .await;
     settle().await;
@@ -227,7 +216,7 @@ async fn a_repeated_delivery_produces_one_event_one_run_and_one_send() {
     let statuses = join_all((0..3).map(|_| app.post_webhook(&body2))).await;
     assert!(statuses.iter().all(|r| r.status() == 200));
     eventually("two runs completed", || async {
-        runs(&app, "completed").await == 2
+        runs_with_status(&app, "completed").await == 2
     })
     .await;
     settle().await;
@@ -278,7 +267,7 @@ async fn a_signed_malformed_body_is_quarantined_answered_200_and_can_be_replayed
         .expect("quarantined")
         .to_string();
     eventually("good message ran", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
 
@@ -347,7 +336,7 @@ async fn an_unsupported_message_type_is_stored_emitted_and_can_be_answered() {
         200
     );
     eventually("reply sent", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let data: Value = sqlx::query_scalar(
@@ -387,7 +376,7 @@ async fn rabbitmq_down_at_post_time_answers_503_and_the_redelivered_webhook_runs
     })
     .await;
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     settle().await;
@@ -418,7 +407,7 @@ async fn postgres_down_at_post_time_answers_503_and_recovers() {
     })
     .await;
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     settle().await;
@@ -548,7 +537,10 @@ async fn send_text_outside_the_24_hour_window_fails_and_sends_nothing() {
             .status(),
         200
     );
-    eventually("run failed", || async { runs(&app, "failed").await == 1 }).await;
+    eventually("run failed", || async {
+        runs_with_status(&app, "failed").await == 1
+    })
+    .await;
     let error: Value = sqlx::query_scalar("SELECT error FROM runs")
         .fetch_one(&app.pool)
         .await
@@ -584,7 +576,10 @@ async fn a_missing_variable_fails_the_step_naming_it_and_never_sends_an_empty_st
             .status(),
         200
     );
-    eventually("run failed", || async { runs(&app, "failed").await == 1 }).await;
+    eventually("run failed", || async {
+        runs_with_status(&app, "failed").await == 1
+    })
+    .await;
     let error: Value = sqlx::query_scalar("SELECT error FROM runs")
         .fetch_one(&app.pool)
         .await
@@ -610,7 +605,10 @@ async fn a_graph_api_error_is_recorded_with_its_class_and_code() {
             .status(),
         200
     );
-    eventually("run failed", || async { runs(&app, "failed").await == 1 }).await;
+    eventually("run failed", || async {
+        runs_with_status(&app, "failed").await == 1
+    })
+    .await;
     let error: Value = sqlx::query_scalar("SELECT error FROM step_attempts")
         .fetch_one(&app.pool)
         .await
@@ -632,7 +630,10 @@ async fn one_delivery_with_several_messages_and_statuses_is_handled_whole_and_st
             .status(),
         200
     );
-    eventually("first run", || async { runs(&app, "completed").await == 1 }).await;
+    eventually("first run", || async {
+        runs_with_status(&app, "completed").await == 1
+    })
+    .await;
     let wamid: String = sqlx::query_scalar("SELECT wamid FROM outbound_messages")
         .fetch_one(&app.pool)
         .await
@@ -664,7 +665,10 @@ async fn one_delivery_with_several_messages_and_statuses_is_handled_whole_and_st
             .status(),
         200
     );
-    eventually("four runs", || async { runs(&app, "completed").await == 4 }).await;
+    eventually("four runs", || async {
+        runs_with_status(&app, "completed").await == 4
+    })
+    .await;
     assert_eq!(
         app.count("SELECT count(*) FROM events WHERE type = 'whatsapp.message_status'")
             .await,
@@ -713,7 +717,7 @@ async fn health_readiness_and_metrics_answer() {
         200
     );
     eventually("run completed", || async {
-        runs(&app, "completed").await == 1
+        runs_with_status(&app, "completed").await == 1
     })
     .await;
     let metrics = app
