@@ -102,6 +102,11 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
+    tasks.spawn(outbox::run_deleter(
+        bus.clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(outbox::run_relay(
         bus.clone(),
         pool.clone(),

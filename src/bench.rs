@@ -181,6 +181,11 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
         ("HERALD_AMQP_QUEUE_TYPE", "classic".to_string()),
         ("HERALD_DB_MAX_CONNECTIONS", "40".to_string()),
         ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN.to_string()),
+        // The bench workflow asks no assistant: do not read the working directory's file.
+        (
+            "HERALD_ASSISTANTS",
+            "/nonexistent/herald-bench-assistants.yaml".to_string(),
+        ),
         ("WHATSAPP_APP_SECRET", APP_SECRET.to_string()),
         ("WHATSAPP_API_BASE_URL", format!("http://{sink_addr}")),
     ]);

@@ -115,6 +115,8 @@ pub struct Bus {
     queue_type: QueueType,
     queue_expires_ms: Option<u64>,
     link: Arc<Mutex<Option<Link>>>,
+    /// Where published outbox row ids go to be deleted in batches (see `outbox::run_deleter`).
+    pub(crate) published: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<i64>>>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -129,6 +131,7 @@ impl Bus {
             queue_type: config.amqp_queue_type,
             queue_expires_ms: config.amqp_queue_expires_ms,
             link: Arc::new(Mutex::new(None)),
+            published: Arc::new(std::sync::OnceLock::new()),
         }
     }
 

@@ -48,18 +48,59 @@ pub enum FlushError {
     Db(#[from] sqlx::Error),
 }
 
-/// Publishes committed outbox rows, then deletes them. On a bus error the rows stay for the relay.
+/// Publishes committed outbox rows, then deletes them: in batches by the deleter when this
+/// process runs one, else at once. On a bus error the rows stay for the relay. A row whose
+/// delete is lost (crash) is published again by the relay; consumers are idempotent.
 pub async fn flush(bus: &Bus, pool: &PgPool, rows: &[OutboxRow]) -> Result<(), FlushError> {
     if rows.is_empty() {
         return Ok(());
     }
     publish_all(bus, rows).await?;
+    if let Some(deleter) = bus.published.get()
+        && rows.iter().all(|r| deleter.send(r.id).is_ok())
+    {
+        return Ok(());
+    }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
         .bind(&ids)
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Deletes published outbox rows in batches (one statement for up to 2,000 rows), so the hot
+/// paths spend no commit on it. Runs until shutdown, then deletes what is left.
+pub async fn run_deleter(bus: Bus, pool: PgPool, shutdown: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    if bus.published.set(tx).is_err() {
+        return; // another deleter serves this bus
+    }
+    let mut ids = Vec::with_capacity(2000);
+    loop {
+        let stop = tokio::select! {
+            n = rx.recv_many(&mut ids, 2000) => n == 0,
+            _ = shutdown.cancelled() => true,
+        };
+        if stop {
+            while let Ok(id) = rx.try_recv() {
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            let result = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&pool)
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, rows = ids.len(), "could not delete published outbox rows; the relay will publish them again");
+            }
+            ids.clear();
+        }
+        if stop {
+            return;
+        }
+    }
 }
 
 async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {

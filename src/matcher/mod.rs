@@ -57,11 +57,17 @@ pub async fn handle_event(
     workflows: &SharedWorkflows,
     event: &CloudEvent,
 ) -> anyhow::Result<Vec<OutboxRow>> {
+    let matched = matching(workflows, event);
+    let reply = event
+        .subject
+        .as_deref()
+        .filter(|_| is_inbound_message(event.event_type) && workflows.has_waits());
+    if matched.is_empty() && reply.is_none() {
+        return Ok(Vec::new()); // nothing to do: no transaction
+    }
     let mut tx = pool.begin().await.context("begin matcher transaction")?;
     let mut rows = Vec::new();
-    if let Some(customer) = event.subject.as_deref()
-        && is_inbound_message(event.event_type)
-    {
+    if let Some(customer) = reply {
         let message_id = event.data["message_id"].as_str().unwrap_or_default();
         if event.event_type == EventType::MessageReceived {
             let resumed = resume_waiting(&mut tx, workflows, event, customer).await?;
@@ -75,8 +81,8 @@ pub async fn handle_event(
             return Ok(Vec::new());
         }
     }
-    let matched = matching(workflows, event);
     if matched.is_empty() {
+        tx.commit().await.context("commit")?;
         return Ok(Vec::new());
     }
     let context = {

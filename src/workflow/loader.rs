@@ -41,6 +41,16 @@ impl Workflows {
     pub fn get(&self, name: &str) -> Option<&Workflow> {
         self.all.iter().find(|w| w.name == name)
     }
+    /// Whether any workflow can wait for a contact's reply (so inbound messages must be checked
+    /// against waiting runs).
+    pub fn has_waits(&self) -> bool {
+        self.all.iter().any(|w| {
+            w.steps
+                .iter()
+                .any(|s| matches!(s.kind, StepKind::WaitForResponse(_)))
+        })
+    }
+
     /// Enabled workflows whose trigger names this event type (their filters are not yet applied).
     pub fn for_event(&self, event_type: EventType) -> impl Iterator<Item = &Workflow> {
         self.all
