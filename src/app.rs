@@ -150,6 +150,10 @@ pub async fn start(
                 outbound.clone(),
             ),
             http: outbound,
+            retry: crate::steps::RetryPolicy {
+                attempts: config.retry_attempts,
+                wait: crate::domain::HumanDuration::from(config.retry_wait),
+            },
             lease: slowest + Duration::from_secs(5),
         };
         tasks.spawn(worker::run(

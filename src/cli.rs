@@ -50,6 +50,9 @@ pub enum Command {
     /// Webhook bodies Herald could not parse or route.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Steps that failed for good; retry one after fixing the cause.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
     /// Measure throughput, latency and memory end to end (run as `RUST_LOG=warn herald bench`).
     Bench(crate::bench::BenchArgs),
 }
@@ -111,6 +114,27 @@ pub enum RunsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum DeadLettersCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue the run at the failed step (a new attempt).
+    Retry {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum QuarantineCommand {
     List {
         #[arg(long, default_value_t = 50)]
@@ -159,6 +183,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Simulate(SimulateCommand::Message(m)) => simulate_message(&config, m).await,
         Command::Runs(cmd) => runs_command(&config, cmd).await,
         Command::Quarantine(cmd) => quarantine_command(&config, cmd).await,
+        Command::DeadLetters(cmd) => dead_letters_command(&config, cmd).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
@@ -321,6 +346,77 @@ async fn runs_command(config: &Config, cmd: RunsCommand) -> anyhow::Result<()> {
                     m.wamid.as_deref().unwrap_or("-")
                 );
                 println!("      {}", m.request);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dead_letters_command(config: &Config, cmd: DeadLettersCommand) -> anyhow::Result<()> {
+    use crate::runs::dead_letters;
+    let pool = db::connect(&config.database_url, 2).await?;
+    match cmd {
+        DeadLettersCommand::List { limit, json } => {
+            let list = dead_letters::list(&pool, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<20}  {:<16}  {:<22}  {:<9}  CREATED",
+                "DEAD LETTER", "WORKFLOW", "STEP", "ERROR", "RETRIED"
+            );
+            for d in list {
+                println!(
+                    "{:<36}  {:<20}  {:<16}  {:<22}  {:<9}  {}",
+                    d.id,
+                    d.workflow,
+                    d.step_id,
+                    d.error["class"].as_str().unwrap_or("-"),
+                    if d.retried_at.is_some() { "yes" } else { "no" },
+                    d.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+        DeadLettersCommand::Show { id, json } => {
+            let Some(d) = dead_letters::show(&pool, id).await? else {
+                bail!("no dead letter {id}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+                return Ok(());
+            }
+            println!("dead letter {}", d.id);
+            println!(
+                "run         {} ({}), step {} ({})",
+                d.run_id, d.workflow, d.step_id, d.step_type
+            );
+            println!("contact     {}", d.customer_id.as_deref().unwrap_or("-"));
+            println!("attempts    {}", d.attempts);
+            println!("error       {}", d.error);
+            println!(
+                "input       {}",
+                d.input
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or("-".into())
+            );
+            println!("created     {}", d.created_at);
+            if let Some(at) = d.retried_at {
+                println!("retried     {at}");
+            }
+        }
+        DeadLettersCommand::Retry { id, json } => {
+            let bus = Bus::new(config);
+            let run = dead_letters::retry(&pool, &bus, id).await?;
+            bus.close().await;
+            if json {
+                println!(
+                    "{}",
+                    json!({"dead_letter": id, "run": run, "status": "queued"})
+                );
+            } else {
+                println!("run {run} continues at the failed step");
             }
         }
     }

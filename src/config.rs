@@ -70,6 +70,10 @@ pub struct Config {
     pub assistants_file: PathBuf,
     /// The template catalog (`templates.yaml`): approved templates and their parameters.
     pub templates_file: PathBuf,
+    /// The default retry policy: the wait before a retry (`HERALD_RETRY_WAIT`, default 60s) and
+    /// the number of attempts in all (`HERALD_RETRY_ATTEMPTS`, default 2: one retry).
+    pub retry_wait: Duration,
+    pub retry_attempts: u32,
     /// How often the scheduler looks for due timers (delays, waits, retries).
     pub timer_interval: Duration,
 }
@@ -151,6 +155,13 @@ impl Config {
             templates_file: var("HERALD_TEMPLATES")
                 .unwrap_or_else(|| "templates.yaml".into())
                 .into(),
+            retry_wait: match var("HERALD_RETRY_WAIT") {
+                None => Duration::from_secs(60),
+                Some(v) => crate::domain::HumanDuration::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("HERALD_RETRY_WAIT: {e}"))?
+                    .get(),
+            },
+            retry_attempts: number("HERALD_RETRY_ATTEMPTS", 2)?.clamp(1, 100) as u32,
             timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
         })
     }

@@ -33,6 +33,12 @@ impl HumanDuration {
     }
 }
 
+impl From<Duration> for HumanDuration {
+    fn from(value: Duration) -> Self {
+        HumanDuration(value)
+    }
+}
+
 impl TryFrom<String> for HumanDuration {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {

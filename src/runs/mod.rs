@@ -40,6 +40,8 @@ pub enum Resume {
     Wake,
     /// A wait for a reply timed out.
     Timeout,
+    /// A failed step's retry is due.
+    Retry,
 }
 
 impl Resume {
@@ -47,6 +49,7 @@ impl Resume {
         match self {
             Resume::Wake => "wake",
             Resume::Timeout => "timeout",
+            Resume::Retry => "retry",
         }
     }
 }
@@ -256,4 +259,5 @@ pub(crate) async fn finish_run(
     Ok(())
 }
 
+pub mod dead_letters;
 pub mod timers;

@@ -31,6 +31,7 @@ pub async fn claim_due(pool: &PgPool) -> anyhow::Result<Vec<OutboxRow>> {
     for (run_id, step_index, kind) in due {
         let resume = match kind.as_str() {
             "timeout" => Resume::Timeout,
+            "retry" => Resume::Retry,
             _ => Resume::Wake,
         };
         let job = Job {

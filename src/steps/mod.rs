@@ -164,9 +164,21 @@ pub struct Services {
     pub notifier: crate::providers::notify::Notifier,
     /// Outbound HTTP for `http_request` (timeouts per request).
     pub http: reqwest::Client,
+    /// The default retry policy (workflows may set their own).
+    pub retry: RetryPolicy,
     /// How long a recorded intent protects a step from being taken over by another worker:
     /// longer than any provider call can take.
     pub lease: Duration,
+}
+
+/// How often and how long apart a failed step is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (2 = one retry). Rate limits do not count (up to 20).
+    pub attempts: u32,
+    /// The wait before each retry (`60s`); a provider's Retry-After wins for rate limits.
+    pub wait: crate::domain::HumanDuration,
 }
 
 /// One step's view of its run.

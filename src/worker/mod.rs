@@ -19,8 +19,12 @@ use crate::{
         Bus, Delivery,
         outbox::{self, OutboxRow},
     },
-    runs::{Job, Resume, finish_run, move_to, set_output},
-    steps::{Next, Services, StepContext, StepError},
+    runs::{
+        Job, Resume,
+        dead_letters::{self, NewDeadLetter},
+        finish_run, move_to, set_output,
+    },
+    steps::{ErrorClass, Next, Services, StepContext, StepError},
     workflow::{SharedWorkflows, Workflow},
 };
 
@@ -80,6 +84,8 @@ pub async fn execute_job(
             tx.commit().await.context("commit wake-up")?;
             return Ok(Outcome::Done(rows));
         }
+        // A retry is due: run the step again below, as its next attempt.
+        ("retrying", Some(Resume::Retry)) => {}
         ("waiting", Some(Resume::Timeout)) => {
             tracing::info!(run_id = %job.run_id, step = step_id, "no reply before the timeout");
             set_output(&mut tx, job, step_id, &json!({"timed_out": true})).await?;
@@ -94,7 +100,7 @@ pub async fn execute_job(
         }
         // A duplicate of the job that put the run to sleep or to wait, or a timer for a run
         // that has moved on: nothing to do.
-        ("sleeping" | "waiting", _) | (_, Some(_)) => return Ok(Outcome::Stale),
+        ("sleeping" | "waiting" | "retrying", _) | (_, Some(_)) => return Ok(Outcome::Stale),
         _ => {}
     }
     let last: Option<(i32, String, DateTime<Utc>)> = sqlx::query_as(
@@ -154,6 +160,7 @@ pub async fn execute_job(
     let (rendered, input) = match step.render(&ctx) {
         Ok(r) => r,
         Err(error) => {
+            let error_json = error.to_json();
             record_attempt(
                 &mut tx,
                 job,
@@ -162,12 +169,33 @@ pub async fn execute_job(
                 attempt,
                 "failed",
                 None,
-                Some(&error.to_json()),
+                Some(&error_json),
                 services.lease,
             )
             .await?;
-            fail(&mut tx, job, &workflow_name, step_id, &error).await?;
+            // A step whose input cannot be rendered fails the same way every time: no retry.
+            let letter = NewDeadLetter {
+                job,
+                workflow: &workflow_name,
+                step_id,
+                step_type,
+                customer_id: customer_id.as_deref(),
+                error: &error_json,
+                input: None,
+                attempts: attempt,
+            };
+            let id = dead_letters::record(&mut tx, letter).await?;
             tx.commit().await.context("commit failed step")?;
+            give_up(
+                services,
+                &workflow_name,
+                job,
+                step_id,
+                customer_id.as_deref(),
+                &error,
+                id,
+            )
+            .await;
             return Ok(Outcome::Done(Vec::new()));
         }
     };
@@ -259,12 +287,131 @@ pub async fn execute_job(
             .execute(&mut *tx)
             .await
             .context("record step error")?;
-            fail(&mut tx, job, &workflow_name, step_id, &error).await?;
+            match retry_decision(
+                &mut tx,
+                job,
+                workflow.retry.unwrap_or(services.retry),
+                &error,
+            )
+            .await?
+            {
+                Some(wait) => {
+                    tracing::warn!(
+                        run_id = %job.run_id, workflow = %workflow_name, step = step_id, attempt,
+                        error_class = %error.class, error = %error.message, retry_in = ?wait,
+                        "step failed; will retry"
+                    );
+                    let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+                }
+                None => {
+                    let error_json = error.to_json();
+                    let letter = NewDeadLetter {
+                        job,
+                        workflow: &workflow_name,
+                        step_id,
+                        step_type,
+                        customer_id: customer_id.as_deref(),
+                        error: &error_json,
+                        input: Some(&input),
+                        attempts: attempt,
+                    };
+                    let id = dead_letters::record(&mut tx, letter).await?;
+                    tx.commit().await.context("commit failed step")?;
+                    give_up(
+                        services,
+                        &workflow_name,
+                        job,
+                        step_id,
+                        customer_id.as_deref(),
+                        &error,
+                        id,
+                    )
+                    .await;
+                    return Ok(Outcome::Done(Vec::new()));
+                }
+            }
             Vec::new()
         }
     };
     tx.commit().await.context("commit step outcome")?;
     Ok(Outcome::Done(rows))
+}
+
+/// Rate limits may be retried this often before they count as failures.
+const RATE_LIMIT_CAP: i64 = 20;
+
+/// When to try a failed step again, or `None` to give up. Errors no retry can fix are never
+/// retried; rate limits wait for the provider's Retry-After (or back off) and do not use up
+/// attempts until the cap.
+async fn retry_decision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: Job,
+    policy: crate::steps::RetryPolicy,
+    error: &StepError,
+) -> anyhow::Result<Option<Duration>> {
+    if !error.class.retryable() {
+        return Ok(None);
+    }
+    let (failures, rate_limited): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE error->>'class' IS DISTINCT FROM 'Rate limited'),
+                count(*) FILTER (WHERE error->>'class' = 'Rate limited')
+         FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND state = 'failed'",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .fetch_one(&mut **tx)
+    .await
+    .context("count failed attempts")?;
+    if error.class == ErrorClass::RateLimited {
+        if rate_limited > RATE_LIMIT_CAP {
+            return Ok(None);
+        }
+        let backoff = Duration::from_secs(1u64 << rate_limited.clamp(0, 6) as u32);
+        return Ok(Some(
+            error
+                .retry_after
+                .unwrap_or(backoff)
+                .min(Duration::from_secs(900)),
+        ));
+    }
+    if failures >= i64::from(policy.attempts) {
+        return Ok(None);
+    }
+    Ok(Some(policy.wait.get()))
+}
+
+/// A step failed for good: log it at error level and tell the team, once.
+async fn give_up(
+    services: &Services,
+    workflow: &str,
+    job: Job,
+    step_id: &str,
+    customer: Option<&str>,
+    error: &StepError,
+    dead_letter: uuid::Uuid,
+) {
+    tracing::error!(
+        run_id = %job.run_id, workflow, step = step_id, error_class = %error.class,
+        provider_code = error.provider_code, error = %error.message, advice = error.class.advice(),
+        dead_letter = %dead_letter, "step failed; run failed"
+    );
+    let text = format!(
+        "Herald: step '{step_id}' of workflow '{workflow}' failed: {}. What to do: {}. Retry with `herald dead-letters retry {dead_letter}`.",
+        error.message,
+        error.class.advice()
+    );
+    let fields = [
+        ("workflow", workflow.to_string()),
+        ("run", job.run_id.to_string()),
+        ("step", step_id.to_string()),
+        ("contact", customer.unwrap_or("-").to_string()),
+        ("error class", error.class.to_string()),
+        ("dead letter", dead_letter.to_string()),
+    ];
+    if let Err(e) = services.notifier.send(&text, &fields).await {
+        tracing::warn!(error = %e, "could not notify the team (the failure is logged and recorded)");
+    }
 }
 
 async fn load_contact(
@@ -375,23 +522,6 @@ async fn pause(
     }
     tracing::info!(run_id = %job.run_id, status, due = ?timer.map(|t| t.1), "run paused");
     Ok(())
-}
-
-async fn fail(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    job: Job,
-    workflow: &str,
-    step_id: &str,
-    error: &StepError,
-) -> anyhow::Result<()> {
-    tracing::error!(
-        run_id = %job.run_id, workflow, step = step_id, error_class = %error.class,
-        provider_code = error.provider_code, error = %error.message, advice = error.class.advice(),
-        "step failed; run failed"
-    );
-    let mut e = error.to_json();
-    e["step"] = Value::from(step_id);
-    finish_run(tx, job, "failed", Some(&e)).await
 }
 
 async fn handle_delivery(

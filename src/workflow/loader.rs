@@ -195,6 +195,7 @@ pub fn parse_workflow_with(
         description: spec.description,
         enabled: spec.enabled,
         trigger: spec.trigger,
+        retry: spec.retry,
         steps,
         file: file.to_path_buf(),
     })

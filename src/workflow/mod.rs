@@ -31,6 +31,9 @@ pub struct WorkflowSpec {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub trigger: TriggerSpec,
+    /// This workflow's retry policy for failed steps (default: the global one, 2 attempts 60s apart).
+    #[serde(default)]
+    pub retry: Option<crate::steps::RetryPolicy>,
     /// The steps, run in order.
     pub steps: Vec<StepKind>,
 }
@@ -63,6 +66,7 @@ pub struct Workflow {
     pub description: Option<String>,
     pub enabled: bool,
     pub trigger: TriggerSpec,
+    pub retry: Option<crate::steps::RetryPolicy>,
     pub steps: Vec<FlatStep>,
     pub file: std::path::PathBuf,
 }

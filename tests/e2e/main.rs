@@ -10,4 +10,5 @@ mod harness;
 mod pipeline;
 mod process;
 mod proxy;
+mod retries;
 mod steps_misc;
