@@ -139,6 +139,7 @@ fn find<'a>(assistants: &'a Assistants, name: &str) -> Result<&'a Assistant, Ste
             ErrorClass::ProviderError,
             format!("Unknown assistant '{name}' (configured: {configured})"),
         )
+        .permanent()
     })
 }
 
@@ -253,6 +254,7 @@ impl From<LlmError> for StepError {
             provider_code: None,
             http_status: e.http_status,
             retry_after: e.retry_after,
+            permanent: false,
         }
     }
 }

@@ -109,6 +109,10 @@ pub struct StepError {
     pub http_status: Option<u16>,
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// Set when no retry can fix this error even though its class is retryable (a configuration
+    /// mistake, an answer that will not change).
+    #[serde(skip)]
+    pub permanent: bool,
 }
 
 impl StepError {
@@ -119,11 +123,30 @@ impl StepError {
             provider_code: None,
             http_status: None,
             retry_after: None,
+            permanent: false,
         }
     }
+
+    /// Marks the error as one no retry can fix.
+    pub fn permanent(mut self) -> Self {
+        self.permanent = true;
+        self
+    }
+
+    /// Whether waiting and trying again can help: the class says so, and the error is not a
+    /// client error of an outside API without a provider code (a wrong URL, a refused request:
+    /// those answer the same every time; 408 and 429 excepted).
+    pub fn retryable(&self) -> bool {
+        let client_error = self.provider_code.is_none()
+            && self
+                .http_status
+                .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429);
+        self.class.retryable() && !self.permanent && !client_error
+    }
+
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        v["retryable"] = Value::Bool(self.class.retryable());
+        v["retryable"] = Value::Bool(self.retryable());
         v["advice"] = Value::from(self.class.advice());
         v
     }
@@ -149,6 +172,7 @@ impl From<SendError> for StepError {
             provider_code: e.code,
             http_status: e.http_status,
             retry_after: e.retry_after,
+            permanent: false,
         }
     }
 }
@@ -423,3 +447,34 @@ registry! {
 }
 
 crate::string_schema!(Recipient);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_follows_the_class_except_permanent_and_plain_client_errors() {
+        assert!(StepError::new(ErrorClass::ProviderError, "5xx").retryable());
+        assert!(!StepError::new(ErrorClass::TemplateNotFound, "x").retryable());
+        assert!(
+            !StepError::new(ErrorClass::ProviderError, "x")
+                .permanent()
+                .retryable()
+        );
+        let mut client = StepError::new(ErrorClass::ProviderError, "404");
+        client.http_status = Some(404);
+        assert!(
+            !client.retryable(),
+            "a 404 from an outside API answers the same next time"
+        );
+        client.provider_code = Some(999_999);
+        assert!(client.retryable(), "an unknown Graph code stays retryable");
+        let mut limited = StepError::new(ErrorClass::RateLimited, "429");
+        limited.http_status = Some(429);
+        assert!(limited.retryable());
+        assert_eq!(
+            StepError::new(ErrorClass::OptedOut, "x").to_json()["retryable"],
+            false
+        );
+    }
+}

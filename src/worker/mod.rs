@@ -350,7 +350,7 @@ async fn retry_decision(
     policy: crate::steps::RetryPolicy,
     error: &StepError,
 ) -> anyhow::Result<Option<Duration>> {
-    if !error.class.retryable() {
+    if !error.retryable() {
         return Ok(None);
     }
     let (failures, rate_limited): (i64, i64) = sqlx::query_as(
