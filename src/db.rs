@@ -8,10 +8,16 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a pool; fails fast (5 s) when PostgreSQL is unreachable.
+///
+/// Idle connections are not pinged before use (sqlx's default costs a round trip per
+/// transaction; sqlx pings on release anyway and closes a connection that fails): a connection
+/// that broke while idle fails its one statement or transaction, which the caller treats like
+/// any database error (503 to the webhook, requeue of the delivery), and is then closed.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
         .connect(url)
         .await
         .context("connect to PostgreSQL (HERALD_DATABASE_URL)")

@@ -1,17 +1,15 @@
 //! Turns parsed webhook items into CloudEvents and stores them, deduplicated, with their outbox
-//! rows, in one transaction. Also keeps contacts, the 24-hour windows and outbound statuses.
+//! rows, atomically (one statement per item, one transaction per delivery). Also keeps contacts,
+//! the 24-hour windows and outbound statuses.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use sqlx::{PgPool, Postgres, Transaction};
+use serde_json::{Map, Value, json};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use super::payload::{InboundMessage, Item, QualityUpdate, StatusUpdate, TemplateStatusUpdate};
 use crate::{
-    bus::{
-        Destination,
-        outbox::{self, OutboxRow},
-    },
+    bus::{Destination, outbox::OutboxRow},
     domain::{CloudEvent, EventType},
 };
 
@@ -23,34 +21,28 @@ pub struct Stored {
     pub outbox: Vec<OutboxRow>,
 }
 
-/// Stores every item of one delivery in one transaction.
+/// Stores every item of one delivery atomically. Each item is stored by exactly one statement
+/// (CTEs), so a delivery of one item (the usual case) needs no BEGIN/COMMIT round trips: the
+/// statement commits on its own before it answers. Several items share one transaction.
 pub async fn store_items(pool: &PgPool, items: &[Item]) -> sqlx::Result<Stored> {
-    let mut tx = pool.begin().await?;
     let mut stored = Stored::default();
     let mut duplicate_keys = Vec::new();
-    for item in items {
-        match item {
-            Item::Message(m) => store_message(&mut tx, m, &mut stored, &mut duplicate_keys).await?,
-            Item::Status(s) => store_status(&mut tx, s, &mut stored, &mut duplicate_keys).await?,
-            Item::TemplateStatus(t) => {
-                store_template_status(&mut tx, t, &mut stored, &mut duplicate_keys).await?
+    match items {
+        [] => {}
+        [item] => {
+            let mut conn = pool.acquire().await?;
+            store_item(&mut conn, item, &mut stored, &mut duplicate_keys).await?;
+            pending_of_duplicates(&mut conn, &duplicate_keys, &mut stored).await?;
+        }
+        _ => {
+            let mut tx = pool.begin().await?;
+            for item in items {
+                store_item(&mut tx, item, &mut stored, &mut duplicate_keys).await?;
             }
-            Item::QualityUpdate(q) => {
-                store_quality(&mut tx, q, &mut stored, &mut duplicate_keys).await?
-            }
+            pending_of_duplicates(&mut tx, &duplicate_keys, &mut stored).await?;
+            tx.commit().await?;
         }
     }
-    if !duplicate_keys.is_empty() {
-        let pending: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT o.id, o.destination, o.routing_key, o.body FROM outbox o
-             JOIN events e ON e.id = o.event_id WHERE e.dedup_key = ANY($1)",
-        )
-        .bind(&duplicate_keys)
-        .fetch_all(&mut *tx)
-        .await?;
-        stored.outbox.extend(pending);
-    }
-    tx.commit().await?;
     for row in &stored.outbox {
         if let Some(t) = row.body.get("type").and_then(Value::as_str) {
             metrics::counter!("herald_events_received_total", "type" => t.to_string()).increment(1);
@@ -59,52 +51,107 @@ pub async fn store_items(pool: &PgPool, items: &[Item]) -> sqlx::Result<Stored> 
     Ok(stored)
 }
 
-/// Inserts one event unless its dedup key is known; returns whether it was new.
-pub async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
+/// Stores one item with exactly one statement (see `store_items`).
+async fn store_item(
+    conn: &mut PgConnection,
+    item: &Item,
+    stored: &mut Stored,
+    duplicate_keys: &mut Vec<String>,
+) -> sqlx::Result<()> {
+    match item {
+        Item::Message(m) => store_message(conn, m, stored, duplicate_keys).await,
+        Item::Status(s) => store_status(conn, s, stored, duplicate_keys).await,
+        Item::TemplateStatus(t) => store_template_status(conn, t, stored, duplicate_keys).await,
+        Item::QualityUpdate(q) => store_quality(conn, q, stored, duplicate_keys).await,
+    }
+}
+
+/// The still-unpublished outbox rows of duplicates (their first delivery's publish failed).
+async fn pending_of_duplicates(
+    conn: &mut PgConnection,
+    duplicate_keys: &[String],
+    stored: &mut Stored,
+) -> sqlx::Result<()> {
+    if duplicate_keys.is_empty() {
+        return Ok(());
+    }
+    let pending: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT o.id, o.destination, o.routing_key, o.body FROM outbox o
+         JOIN events e ON e.id = o.event_id WHERE e.dedup_key = ANY($1)",
+    )
+    .bind(duplicate_keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    stored.outbox.extend(pending);
+    Ok(())
+}
+
+/// Inserts one event unless its dedup key is known, with its outbox row, in one statement whose
+/// further CTEs (`more`: parameters from `$9` on; `ins` holds the event when it was new) run
+/// with it. Returns the outbox row of a new event.
+fn event_query<'q>(
+    more: &str,
+    event: &'q CloudEvent,
+    dedup_key: &'q str,
+    body: &'q Value,
+) -> sqlx::query::QueryAs<'q, Postgres, OutboxRow, sqlx::postgres::PgArguments> {
+    let sql = format!(
+        "WITH ins AS (
+           INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedup_key) DO NOTHING
+           RETURNING id, cloudevent
+         ), ob AS (
+           INSERT INTO outbox (destination, routing_key, body, event_id)
+           SELECT $7, $8, cloudevent, id FROM ins
+           RETURNING id, destination, routing_key, body
+         ){more}
+         SELECT id, destination, routing_key, body FROM ob"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(event.id)
+        .bind(event.event_type.as_str())
+        .bind(&event.senderid)
+        .bind(&event.subject)
+        .bind(dedup_key)
+        .bind(body)
+        .bind(Destination::Events.as_str())
+        .bind(event.routing_key())
+}
+
+/// Records the outcome of `event_query`: returns whether the event was new.
+fn record_event(
+    row: Option<OutboxRow>,
+    dedup_key: &str,
+    stored: &mut Stored,
+    duplicate_keys: &mut Vec<String>,
+) -> bool {
+    match row {
+        Some(row) => {
+            stored.outbox.push(row);
+            stored.new_events += 1;
+            true
+        }
+        None => {
+            stored.duplicates += 1;
+            duplicate_keys.push(dedup_key.to_string());
+            false
+        }
+    }
+}
+
+/// Inserts one event unless its dedup key is known, with its outbox row; one statement.
+async fn insert_event(
+    conn: &mut PgConnection,
     event: &CloudEvent,
     dedup_key: &str,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<bool> {
     let body = serde_json::to_value(event).unwrap_or(Value::Null);
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .bind(event.id)
-    .bind(event.event_type.as_str())
-    .bind(&event.senderid)
-    .bind(&event.subject)
-    .bind(dedup_key)
-    .bind(&body)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if inserted {
-        let row = outbox::stage(
-            tx,
-            Destination::Events,
-            &event.routing_key(),
-            &body,
-            Some(event.id),
-        )
+    let row = event_query("", event, dedup_key, &body)
+        .fetch_optional(&mut *conn)
         .await?;
-        stored.outbox.push(row);
-        stored.new_events += 1;
-    } else {
-        stored.duplicates += 1;
-        duplicate_keys.push(dedup_key.to_string());
-    }
-    Ok(inserted)
-}
-
-async fn is_known(tx: &mut Transaction<'_, Postgres>, dedup_key: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE dedup_key = $1)")
-        .bind(dedup_key)
-        .fetch_one(&mut **tx)
-        .await
+    Ok(record_event(row, dedup_key, stored, duplicate_keys))
 }
 
 fn whatsapp_event(
@@ -124,92 +171,165 @@ fn whatsapp_event(
     )
 }
 
+/// One statement: the dedup check, the 24-hour window, the message's events with their outbox
+/// rows, and the contact. Everything after the window runs only when the message_received event
+/// was inserted; the window is kept only when the message is not known yet, so a repeated
+/// delivery never touches it. Two deliveries of the same message at once: the second waits on
+/// the conversation row (and on the dedup key) until the first commits; its window update
+/// repeats the first one's (same timestamp: no change), and its event insert does nothing.
+///
+/// Parameters: $1 sender, $2 customer, $3 a new conversation id, $4 the message time, $5 the
+/// dedup key, $6/$7 the message_received event's id and body, $8..$11 the further events (id,
+/// type, dedup key, body), $12 whether each needs a new conversation, $13..$15 the contact's
+/// new id, phone and name, $16 the message_received type, $17 the outbox destination. The event bodies get the conversation's id as data.conversation_id.
+/// Returns the outbox rows (id set) and the dedup keys of further events that were known
+/// (id null).
+const STORE_MESSAGE_SQL: &str = "
+WITH conv AS (
+  INSERT INTO conversations AS c (sender_id, customer_id, id, started_at, last_inbound_at, window_expires_at)
+  SELECT $1, $2, $3, $4, $4, $4 + interval '24 hours'
+  WHERE NOT EXISTS (SELECT 1 FROM events WHERE dedup_key = $5)
+  ON CONFLICT (sender_id, customer_id) DO UPDATE SET
+    id = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.id ELSE c.id END,
+    started_at = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.started_at ELSE c.started_at END,
+    last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
+    window_expires_at = GREATEST(c.window_expires_at, EXCLUDED.window_expires_at)
+  RETURNING c.id, c.id = $3 AS started
+), ins_msg AS (
+  INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
+  SELECT $6, $16, $1, $2, $5,
+         jsonb_set($7, '{data,conversation_id}', to_jsonb(conv.id))
+  FROM conv
+  ON CONFLICT (dedup_key) DO NOTHING
+  RETURNING id, type, cloudevent
+), more AS (
+  SELECT x.ord, x.id, x.type, x.key, jsonb_set(x.body, '{data,conversation_id}', to_jsonb(conv.id)) AS body
+  FROM ins_msg, conv,
+       unnest($8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::bool[])
+         WITH ORDINALITY AS x(id, type, key, body, needs_start, ord)
+  WHERE conv.started OR NOT x.needs_start
+), ins_more AS (
+  INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
+  SELECT id, type, $1, $2, key, body FROM more ORDER BY ord
+  ON CONFLICT (dedup_key) DO NOTHING
+  RETURNING id, type, cloudevent
+), ob AS (
+  INSERT INTO outbox (destination, routing_key, body, event_id)
+  SELECT $17, e.type || '.' || $1, e.cloudevent, e.id
+  FROM (SELECT 0::bigint AS ord, id, type, cloudevent FROM ins_msg
+        UNION ALL
+        SELECT more.ord, i.id, i.type, i.cloudevent FROM ins_more i JOIN more ON more.id = i.id) e
+  ORDER BY e.ord
+  RETURNING id, destination, routing_key, body
+), contact AS (
+  INSERT INTO contacts (id, customer_id, phone, name, last_seen_at)
+  SELECT $13, $2, $14, $15, $4 FROM ins_msg
+  ON CONFLICT (customer_id) DO UPDATE SET
+    name = COALESCE(contacts.name, EXCLUDED.name),
+    phone = COALESCE(contacts.phone, EXCLUDED.phone),
+    last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at)
+)
+SELECT id, destination, routing_key, body, NULL::text AS known FROM ob
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, more.key FROM more WHERE NOT EXISTS (SELECT 1 FROM ins_more i WHERE i.id = more.id)";
+
+type MessageRow = (
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Value>,
+    Option<String>,
+);
+
 async fn store_message(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     m: &InboundMessage,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<()> {
     let key = format!("message:{}", m.wamid);
-    if is_known(tx, &key).await? {
+    // The window opens (or stays open) for 24 h from the message's own time. The events carry
+    // this id until the statement puts in the conversation's (the same one when it started).
+    let new_id = Uuid::now_v7();
+    let mut data = m.data.clone();
+    data.insert("conversation_id".into(), json!(new_id));
+    let event = |event_type, data: &Map<String, Value>| {
+        whatsapp_event(
+            event_type,
+            &m.phone_number_id,
+            Some(&m.customer_id),
+            m.timestamp,
+            Value::Object(data.clone()),
+        )
+    };
+    let received = event(EventType::MessageReceived, &data);
+    let mut more = vec![(
+        event(EventType::ConversationStarted, &data),
+        format!("conversation_started:{}", m.wamid),
+        true,
+    )];
+    if m.message_type == "nfm_reply" {
+        let flow = data.get("flow").cloned().unwrap_or(Value::Null);
+        let mut flow_data = data.clone();
+        flow_data.insert("flow_token".into(), flow["flow_token"].clone());
+        flow_data.insert("response".into(), flow["response"].clone());
+        more.push((
+            event(EventType::FlowCompleted, &flow_data),
+            format!("flow_completed:{}", m.wamid),
+            false,
+        ));
+    }
+    let to_json = |e: &CloudEvent| serde_json::to_value(e).unwrap_or(Value::Null);
+    let rows: Vec<MessageRow> = sqlx::query_as(STORE_MESSAGE_SQL)
+        .bind(&m.phone_number_id)
+        .bind(&m.customer_id)
+        .bind(new_id)
+        .bind(m.timestamp)
+        .bind(&key)
+        .bind(received.id)
+        .bind(to_json(&received))
+        .bind(more.iter().map(|(e, _, _)| e.id).collect::<Vec<_>>())
+        .bind(
+            more.iter()
+                .map(|(e, _, _)| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(more.iter().map(|(_, k, _)| k.as_str()).collect::<Vec<_>>())
+        .bind(more.iter().map(|(e, _, _)| to_json(e)).collect::<Vec<_>>())
+        .bind(more.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
+        .bind(Uuid::now_v7())
+        .bind(&m.customer_phone)
+        .bind(&m.contact_name)
+        .bind(received.event_type.as_str())
+        .bind(Destination::Events.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.is_empty() {
+        // Known already, or a concurrent delivery of the same message won.
         stored.duplicates += 1;
         duplicate_keys.push(key);
         duplicate_keys.push(format!("conversation_started:{}", m.wamid));
         duplicate_keys.push(format!("flow_completed:{}", m.wamid));
         return Ok(());
     }
-    // The window opens (or stays open) for 24 h from the message's own time. Concurrent
-    // deliveries of the same message serialise on the conversation row.
-    let new_id = Uuid::now_v7();
-    let (conversation_id, started): (Uuid, bool) = sqlx::query_as(
-        "INSERT INTO conversations AS c (sender_id, customer_id, id, started_at, last_inbound_at, window_expires_at)
-         VALUES ($1, $2, $3, $4, $4, $4 + interval '24 hours')
-         ON CONFLICT (sender_id, customer_id) DO UPDATE SET
-           id = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.id ELSE c.id END,
-           started_at = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.started_at ELSE c.started_at END,
-           last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
-           window_expires_at = GREATEST(c.window_expires_at, EXCLUDED.window_expires_at)
-         RETURNING id, id = $3",
-    )
-    .bind(&m.phone_number_id)
-    .bind(&m.customer_id)
-    .bind(new_id)
-    .bind(m.timestamp)
-    .fetch_one(&mut **tx)
-    .await?;
-
-    let mut data = m.data.clone();
-    data.insert("conversation_id".into(), json!(conversation_id));
-    let received = whatsapp_event(
-        EventType::MessageReceived,
-        &m.phone_number_id,
-        Some(&m.customer_id),
-        m.timestamp,
-        Value::Object(data.clone()),
-    );
-    if !insert_event(tx, &received, &key, stored, duplicate_keys).await? {
-        return Ok(()); // a concurrent delivery of the same message won
+    for row in rows {
+        match row {
+            (Some(id), Some(destination), Some(routing_key), Some(body), _) => {
+                stored.outbox.push(OutboxRow {
+                    id,
+                    destination,
+                    routing_key,
+                    body,
+                });
+                stored.new_events += 1;
+            }
+            (_, _, _, _, Some(known)) => {
+                stored.duplicates += 1;
+                duplicate_keys.push(known);
+            }
+            _ => {}
+        }
     }
-    if started {
-        let event = whatsapp_event(
-            EventType::ConversationStarted,
-            &m.phone_number_id,
-            Some(&m.customer_id),
-            m.timestamp,
-            Value::Object(data.clone()),
-        );
-        let key = format!("conversation_started:{}", m.wamid);
-        insert_event(tx, &event, &key, stored, duplicate_keys).await?;
-    }
-    if m.message_type == "nfm_reply" {
-        let flow = data.get("flow").cloned().unwrap_or(Value::Null);
-        let mut flow_data = data.clone();
-        flow_data.insert("flow_token".into(), flow["flow_token"].clone());
-        flow_data.insert("response".into(), flow["response"].clone());
-        let event = whatsapp_event(
-            EventType::FlowCompleted,
-            &m.phone_number_id,
-            Some(&m.customer_id),
-            m.timestamp,
-            Value::Object(flow_data),
-        );
-        let key = format!("flow_completed:{}", m.wamid);
-        insert_event(tx, &event, &key, stored, duplicate_keys).await?;
-    }
-    sqlx::query(
-        "INSERT INTO contacts (id, customer_id, phone, name, last_seen_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (customer_id) DO UPDATE SET
-           name = COALESCE(contacts.name, EXCLUDED.name),
-           phone = COALESCE(contacts.phone, EXCLUDED.phone),
-           last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(&m.customer_id)
-    .bind(&m.customer_phone)
-    .bind(&m.contact_name)
-    .bind(m.timestamp)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 
@@ -218,7 +338,7 @@ pub const STATUS_RANK_SQL: &str = "CASE $1 WHEN 'accepted' THEN 0 WHEN 'sent' TH
      WHEN 'read' THEN 3 WHEN 'played' THEN 4 WHEN 'failed' THEN 5 ELSE -1 END";
 
 async fn store_status(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     s: &StatusUpdate,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
@@ -231,29 +351,32 @@ async fn store_status(
         s.timestamp,
         Value::Object(s.data.clone()),
     );
-    if !insert_event(tx, &event, &key, stored, duplicate_keys).await? {
-        return Ok(());
-    }
+    let body = serde_json::to_value(&event).unwrap_or(Value::Null);
     let rank = |col: &str| STATUS_RANK_SQL.replace("$1", col);
     let errors =
         (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null));
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE outbound_messages SET status = $2, status_at = $3, error = COALESCE($4, error)
-         WHERE wamid = $1 AND {} < {}",
+    // The message's status moves (forward only) when the status event is new.
+    let more = format!(
+        ", upd AS (
+           UPDATE outbound_messages SET status = $10, status_at = $11, error = COALESCE($12, error)
+           WHERE wamid = $9 AND {} < {} AND EXISTS (SELECT 1 FROM ins)
+         )",
         rank("status"),
-        rank("$2")
-    )))
-    .bind(&s.wamid)
-    .bind(&s.status)
-    .bind(s.timestamp)
-    .bind(errors)
-    .execute(&mut **tx)
-    .await?;
+        rank("$10")
+    );
+    let row = event_query(&more, &event, &key, &body)
+        .bind(&s.wamid)
+        .bind(&s.status)
+        .bind(s.timestamp)
+        .bind(errors)
+        .fetch_optional(&mut *conn)
+        .await?;
+    record_event(row, &key, stored, duplicate_keys);
     Ok(())
 }
 
 async fn store_template_status(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     t: &TemplateStatusUpdate,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
@@ -274,12 +397,12 @@ async fn store_template_status(
         Utc::now(),
         Value::Object(t.data.clone()),
     );
-    insert_event(tx, &event, &key, stored, duplicate_keys).await?;
+    insert_event(conn, &event, &key, stored, duplicate_keys).await?;
     Ok(())
 }
 
 async fn store_quality(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     q: &QualityUpdate,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
@@ -299,6 +422,6 @@ async fn store_quality(
         q.time.unwrap_or_else(Utc::now),
         Value::Object(q.data.clone()),
     );
-    insert_event(tx, &event, &key, stored, duplicate_keys).await?;
+    insert_event(conn, &event, &key, stored, duplicate_keys).await?;
     Ok(())
 }

@@ -92,10 +92,19 @@ pub async fn handle_event(
     };
     for workflow in matched {
         let run_id = Uuid::now_v7();
-        let created = sqlx::query(
-            "INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6)
-             ON CONFLICT (workflow, event_id) DO NOTHING",
+        let job = serde_json::to_value(Job::step(run_id, 0))?;
+        // The run and its first job in one statement; nothing when the run exists already
+        // (a redelivered event: its first job was staged with it).
+        let staged: Option<OutboxRow> = sqlx::query_as(
+            "WITH run AS (
+               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context)
+               VALUES ($1, $2, $3, $4, $5, 'queued', $6)
+               ON CONFLICT (workflow, event_id) DO NOTHING
+               RETURNING id
+             )
+             INSERT INTO outbox (destination, routing_key, body, event_id)
+             SELECT $7, '', $8, NULL FROM run
+             RETURNING id, destination, routing_key, body",
         )
         .bind(run_id)
         .bind(&workflow.name)
@@ -103,26 +112,15 @@ pub async fn handle_event(
         .bind(&event.subject)
         .bind(&event.senderid)
         .bind(&context)
-        .execute(&mut *tx)
+        .bind(Destination::Jobs.as_str())
+        .bind(&job)
+        .fetch_optional(&mut *tx)
         .await
-        .context("create run")?
-        .rows_affected()
-            == 1;
-        if !created {
+        .context("create run and stage its first job")?;
+        let Some(staged) = staged else {
             continue; // redelivered event: the run and its first job exist already
-        }
-        let job = Job::step(run_id, 0);
-        rows.push(
-            outbox::stage(
-                &mut tx,
-                Destination::Jobs,
-                "",
-                &serde_json::to_value(job)?,
-                None,
-            )
-            .await
-            .context("stage first job")?,
-        );
+        };
+        rows.push(staged);
         metrics::counter!("herald_runs_started_total", "workflow" => workflow.name.clone())
             .increment(1);
         tracing::info!(run_id = %run_id, workflow = %workflow.name, event_id = %event.id, event_type = %event.event_type, "run started");
