@@ -138,16 +138,6 @@ impl GraphError {
     }
 }
 
-/// Reads a synchronous Graph API error body `{"error": {"message", "code", "error_data": {"details"}}}`.
-/// The `(#<code>) ` prefix of `message` is stripped; `title` is always `None`.
-pub fn parse_graph_error_body(body: &[u8]) -> Option<GraphError> {
-    let root: Value = serde_json::from_slice(body).ok()?;
-    let mut err = GraphError::from_json(root.as_object()?.get("error")?)?;
-    err.title = None;
-    err.message = err.message.map(|m| strip_code_prefix(&m).to_owned());
-    Some(err)
-}
-
 /// Parses a webhook body whose signature was already verified.
 pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     let root: Value =
@@ -842,17 +832,6 @@ fn e164(id: &str) -> Option<String> {
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| format!("+{id}"))
 }
 
-fn strip_code_prefix(message: &str) -> &str {
-    let Some(rest) = message.strip_prefix("(#") else {
-        return message;
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    match rest.get(digits..).and_then(|r| r.strip_prefix(") ")) {
-        Some(tail) if digits > 0 => tail,
-        _ => message,
-    }
-}
-
 fn opt(s: Option<String>) -> Value {
     s.map_or(Value::Null, Value::String)
 }
@@ -883,11 +862,6 @@ mod tests {
         include_bytes!("../../tests/fixtures/whatsapp/10-status-failed-131047.json");
     const QUALITY: &[u8] =
         include_bytes!("../../tests/fixtures/whatsapp/12-phone-number-quality-update.json");
-    const THROUGHPUT_ERROR: &[u8] = include_bytes!(
-        "../../tests/fixtures/whatsapp/graph-errors/130429-throughput-rate-limit.json"
-    );
-    const TEMPLATE_ERROR: &[u8] =
-        include_bytes!("../../tests/fixtures/whatsapp/graph-errors/132001-template-not-found.json");
     const FIXTURES: [&[u8]; 6] = [TEXT, BUTTON, FLOW, SENT, FAILED, QUALITY];
 
     const PNID: &str = "113355779900224";
@@ -1114,45 +1088,6 @@ mod tests {
         assert_eq!(q.time.map(|t| t.timestamp()), Some(1_795_439_400));
         assert_eq!(q.data["event"], "FLAGGED");
         assert_eq!(q.data["waba_id"], "210987654321098");
-    }
-
-    #[test]
-    fn graph_error_bodies_give_code_details_and_a_message_without_the_code_prefix() {
-        assert_eq!(
-            parse_graph_error_body(THROUGHPUT_ERROR),
-            Some(GraphError {
-                code: 130_429,
-                title: None,
-                message: Some("Rate limit hit".into()),
-                details: Some("Cloud API message throughput has been reached.".into()),
-            })
-        );
-        let e = parse_graph_error_body(TEMPLATE_ERROR).expect("an error body");
-        assert_eq!(e.code, 132_001);
-        assert_eq!(
-            e.message.as_deref(),
-            Some("Template name does not exist in the translation")
-        );
-        assert_eq!(
-            e.details.as_deref(),
-            Some("template name (call_followup_offr) does not exist in pt_BR")
-        );
-    }
-
-    #[test]
-    fn graph_error_body_without_an_error_object_or_code_is_none() {
-        assert_eq!(parse_graph_error_body(b"not json"), None);
-        assert_eq!(parse_graph_error_body(b"{\"messages\":[]}"), None);
-        assert_eq!(
-            parse_graph_error_body(b"{\"error\":{\"message\":\"x\"}}"),
-            None
-        );
-        assert_eq!(parse_graph_error_body(b"[1]"), None);
-        let e = parse_graph_error_body(b"{\"error\":{\"message\":\"(#x) odd\",\"code\":\"100\"}}");
-        assert_eq!(
-            e.map(|e| (e.code, e.message)),
-            Some((100, Some("(#x) odd".into())))
-        );
     }
 
     #[test]
@@ -1983,7 +1918,6 @@ mod tests {
                           "value": v } ] } ] });
             }
             let _ = parse(&body(&v));
-            let _ = parse_graph_error_body(&body(&json!({ "error": rng.value(3) })));
         }
     }
 }
