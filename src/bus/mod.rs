@@ -334,6 +334,7 @@ impl Bus {
                 ExchangeDeleteOptions::default(),
             )
             .await;
+        let _ = channel.close(200, "topology deleted".into()).await;
         Ok(())
     }
 
