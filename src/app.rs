@@ -120,6 +120,20 @@ pub async fn start(
             config.timer_interval,
             shutdown.clone(),
         ));
+        tasks.spawn(crate::dispatch::run(
+            bus.clone(),
+            pool.clone(),
+            config.dispatch_interval,
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::schedules::run(
+            bus.clone(),
+            pool.clone(),
+            workflows.clone(),
+            dispatch_defaults(&config),
+            config.dispatch_interval,
+            shutdown.clone(),
+        ));
     }
     if runs(roles, Role::Matcher) {
         tasks.spawn(matcher::run(
@@ -174,6 +188,12 @@ pub async fn start(
             bus: bus.clone(),
         });
     if runs(roles, Role::Ingress) {
+        router = router.merge(crate::api::router(crate::api::ApiState {
+            pool: pool.clone(),
+            workflows: workflows.clone(),
+            config: config.clone(),
+            defaults: dispatch_defaults(&config),
+        }));
         router = router.merge(ingress::router(IngressState {
             pool: pool.clone(),
             bus: bus.clone(),
@@ -204,6 +224,14 @@ pub async fn start(
         tasks,
         server,
     })
+}
+
+/// The defaults dispatches take from the configuration.
+pub fn dispatch_defaults(config: &Config) -> crate::dispatch::Defaults {
+    crate::dispatch::Defaults {
+        rate: config.dispatch_rate,
+        sender: config.default_sender.clone(),
+    }
 }
 
 #[derive(Clone)]

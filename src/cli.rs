@@ -53,8 +53,87 @@ pub enum Command {
     /// Steps that failed for good; retry one after fixing the cause.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Start a workflow for contacts (one run each, paced): --to +E164 (repeatable) or --group.
+    Trigger(TriggerArgs),
+    /// Dispatches: progress, contacts, pause, resume, cancel.
+    #[command(subcommand)]
+    Dispatches(DispatchesCommand),
     /// Measure throughput, latency and memory end to end (run as `RUST_LOG=warn herald bench`).
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["to", "group"])))]
+pub struct TriggerArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// A contact's phone number (E.164); repeat for several.
+    #[arg(long)]
+    pub to: Vec<String>,
+    /// Every contact of this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// `key=value`, reachable as `{{ trigger.key }}`; repeatable.
+    #[arg(long = "var", value_parser = parse_key_value)]
+    pub vars: Vec<(String, String)>,
+    /// Runs started per second at most (default HERALD_DISPATCH_RATE).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Our sender's phone_number_id (default HERALD_DEFAULT_SENDER).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// Wait until the dispatch completes, printing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `key=value`.
+pub fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{raw}' is not key=value")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DispatchesCommand {
+    /// The newest dispatches with their progress.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dispatch and its progress.
+    Show {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Its contacts, optionally in one state (pending, running, waiting, completed, failed,
+    /// skipped_opted_out, cancelled).
+    Contacts {
+        id: uuid::Uuid,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start no new runs until resumed.
+    Pause {
+        id: uuid::Uuid,
+    },
+    Resume {
+        id: uuid::Uuid,
+    },
+    /// Start no new runs and cancel the runs still waiting, sleeping or queued.
+    Cancel {
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +263,8 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Runs(cmd) => runs_command(&config, cmd).await,
         Command::Quarantine(cmd) => quarantine_command(&config, cmd).await,
         Command::DeadLetters(cmd) => dead_letters_command(&config, cmd).await,
+        Command::Trigger(args) => trigger(&config, args).await,
+        Command::Dispatches(cmd) => dispatches_command(&config, cmd).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
@@ -280,6 +361,7 @@ async fn runs_command(config: &Config, cmd: RunsCommand) -> anyhow::Result<()> {
                     workflow,
                     status,
                     limit,
+                    ..Default::default()
                 },
             )
             .await?;
@@ -454,6 +536,166 @@ async fn quarantine_command(config: &Config, cmd: QuarantineCommand) -> anyhow::
             } else {
                 println!("{id}: {result}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn trigger(config: &Config, args: TriggerArgs) -> anyhow::Result<()> {
+    use crate::dispatch::{self, NewDispatch, Source, Target};
+    let workflows = load_workflows(&config.workflows_dir, &config.templates_file)?;
+    let pool = db::connect(&config.database_url, 2).await?;
+    db::migrate(&pool).await?;
+    let target = match args.group {
+        Some(name) => Target::Group { name, filter: None },
+        None => Target::To(args.to),
+    };
+    let vars = args
+        .vars
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let created = dispatch::create(
+        &pool,
+        &workflows,
+        &app::dispatch_defaults(config),
+        NewDispatch {
+            workflow: args.workflow,
+            target,
+            vars,
+            rate: args.rate,
+            sender: args.sender,
+            source: Source::Cli,
+            started_by: std::env::var("USER").ok().map(|u| format!("cli:{u}")),
+        },
+    )
+    .await?;
+    if !args.wait {
+        print_dispatch(&created, args.json)?;
+        if !args.json {
+            println!("(runs are started by the scheduler of a running `herald serve`)");
+        }
+        return Ok(());
+    }
+    loop {
+        let d = dispatch::show(&pool, created.id)
+            .await?
+            .context("dispatch disappeared")?;
+        if d.status != "running" || d.progress.pending + d.progress.running == 0 {
+            print_dispatch(&d, args.json)?;
+            return Ok(());
+        }
+        if !args.json {
+            let p = &d.progress;
+            println!(
+                "{}: {} pending, {} running, {} waiting, {} completed, {} failed, {} skipped (opted out)",
+                d.status,
+                p.pending,
+                p.running,
+                p.waiting,
+                p.completed,
+                p.failed,
+                p.skipped_opted_out
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn print_dispatch(d: &crate::dispatch::Dispatch, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(d)?);
+        return Ok(());
+    }
+    let p = &d.progress;
+    println!(
+        "dispatch {} of {} ({}, {} runs/s, sender {}{})",
+        d.id,
+        d.workflow,
+        d.status,
+        d.rate,
+        d.sender_id,
+        if d.sender_paused {
+            ": PAUSED by the sender's quality, see `herald senders`"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  {} contacts: {} pending, {} running, {} waiting for reply, {} completed, {} failed, {} skipped (opted out), {} cancelled",
+        p.total,
+        p.pending,
+        p.running,
+        p.waiting,
+        p.completed,
+        p.failed,
+        p.skipped_opted_out,
+        p.cancelled
+    );
+    Ok(())
+}
+
+async fn dispatches_command(config: &Config, cmd: DispatchesCommand) -> anyhow::Result<()> {
+    use crate::dispatch::{self, Action};
+    let pool = db::connect(&config.database_url, 2).await?;
+    match cmd {
+        DispatchesCommand::List { limit, json } => {
+            let list = dispatch::list(&pool, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for d in &list {
+                    print_dispatch(d, false)?;
+                }
+            }
+        }
+        DispatchesCommand::Show { id, json } => {
+            let d = dispatch::show(&pool, id)
+                .await?
+                .with_context(|| format!("dispatch {id} not found"))?;
+            print_dispatch(&d, json)?;
+        }
+        DispatchesCommand::Contacts {
+            id,
+            state,
+            limit,
+            json,
+        } => {
+            if let Some(s) = &state
+                && !dispatch::CONTACT_STATES.contains(&s.as_str())
+            {
+                bail!(
+                    "unknown state '{s}' (one of {})",
+                    dispatch::CONTACT_STATES.join(", ")
+                );
+            }
+            let list = dispatch::contacts(&pool, id, state.as_deref(), limit, 0).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in &list {
+                    let error = c
+                        .error
+                        .as_ref()
+                        .and_then(|e| e.get("class"))
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("");
+                    let run = c.run_id.map(|r| r.to_string()).unwrap_or_default();
+                    println!(
+                        "{:>5}  {:<18} {:<18} {run} {error}",
+                        c.position, c.to, c.state
+                    );
+                }
+            }
+        }
+        DispatchesCommand::Pause { id } => {
+            print_dispatch(&dispatch::act(&pool, id, Action::Pause).await?, false)?
+        }
+        DispatchesCommand::Resume { id } => {
+            print_dispatch(&dispatch::act(&pool, id, Action::Resume).await?, false)?
+        }
+        DispatchesCommand::Cancel { id } => {
+            print_dispatch(&dispatch::act(&pool, id, Action::Cancel).await?, false)?
         }
     }
     Ok(())

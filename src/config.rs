@@ -76,7 +76,20 @@ pub struct Config {
     pub retry_attempts: u32,
     /// How often the scheduler looks for due timers (delays, waits, retries).
     pub timer_interval: Duration,
+    /// The sender (phone_number_id) of runs that no WhatsApp message started (dispatches,
+    /// schedules) when they name none (`HERALD_DEFAULT_SENDER`, default the sandbox's).
+    pub default_sender: String,
+    /// Runs a dispatch starts per second at most unless it says otherwise (`HERALD_DISPATCH_RATE`).
+    pub dispatch_rate: f64,
+    /// How often the scheduler starts dispatch runs and fires schedules (`HERALD_DISPATCH_INTERVAL_MS`).
+    pub dispatch_interval: Duration,
+    /// Bearer token of `/api/v1` (`HERALD_API_TOKEN`). Without one the API refuses every
+    /// request, except in sandbox mode, where it is `herald-sandbox-api-token`.
+    pub api_token: Option<Secret>,
 }
+
+/// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
+pub const SANDBOX_API_TOKEN: &str = "herald-sandbox-api-token";
 
 impl Config {
     /// Reads the configuration from `HERALD_*` and `WHATSAPP_*` variables.
@@ -87,6 +100,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let var = |key: &str| get(key).filter(|v| !v.trim().is_empty());
         let access_token = var("WHATSAPP_ACCESS_TOKEN").map(Secret::new);
+        let access_token_set = access_token.is_some();
         let app_secret = match var("WHATSAPP_APP_SECRET") {
             Some(s) => Secret::new(s),
             None if access_token.is_none() => Secret::new(SANDBOX_APP_SECRET),
@@ -163,6 +177,25 @@ impl Config {
             },
             retry_attempts: number("HERALD_RETRY_ATTEMPTS", 2)?.clamp(1, 100) as u32,
             timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
+            default_sender: var("HERALD_DEFAULT_SENDER")
+                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
+            dispatch_rate: match var("HERALD_DISPATCH_RATE") {
+                None => 80.0,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(r) if (0.01..=1000.0).contains(&r) => r,
+                    _ => bail!(
+                        "HERALD_DISPATCH_RATE: '{v}' is not a rate between 0.01 and 1000 per second"
+                    ),
+                },
+            },
+            dispatch_interval: Duration::from_millis(
+                number("HERALD_DISPATCH_INTERVAL_MS", 200)?.max(10),
+            ),
+            api_token: match var("HERALD_API_TOKEN") {
+                Some(t) => Some(Secret::new(t)),
+                None if access_token_set => None,
+                None => Some(Secret::new(SANDBOX_API_TOKEN)),
+            },
         })
     }
 

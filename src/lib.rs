@@ -6,18 +6,21 @@
 //! ```
 //! PostgreSQL is the system of record; RabbitMQ carries events and jobs between roles.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod ingress;
 pub mod matcher;
 pub mod providers;
 pub mod runs;
+pub mod schedules;
 pub mod steps;
 pub mod telemetry;
 pub mod worker;

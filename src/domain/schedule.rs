@@ -63,6 +63,12 @@ impl TimeZone {
     }
 }
 
+impl Default for TimeZone {
+    fn default() -> Self {
+        TimeZone(chrono_tz::UTC)
+    }
+}
+
 impl TryFrom<String> for TimeZone {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {

@@ -35,6 +35,15 @@ pub fn trigger_data(event: &CloudEvent) -> Value {
 /// The enabled workflows whose trigger matches `event`. Pure; a filter that fails to evaluate
 /// does not match (and is logged).
 pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&'a Workflow> {
+    if let Some(name) = targeted_workflow(event) {
+        // Started for one workflow (a dispatch or a schedule): that one, whatever its trigger
+        // and filter say; the operator or its schedule chose it.
+        return workflows
+            .get(name)
+            .filter(|w| w.enabled)
+            .into_iter()
+            .collect();
+    }
     let data = trigger_data(event);
     workflows
         .for_event(event.event_type)
@@ -49,6 +58,14 @@ pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&
             },
         })
         .collect()
+}
+
+/// The workflow a `manual` or `schedule` event was made for (`data.workflow`).
+fn targeted_workflow(event: &CloudEvent) -> Option<&str> {
+    match event.event_type {
+        EventType::Manual | EventType::Schedule => event.data["workflow"].as_str(),
+        _ => None,
+    }
 }
 
 /// Creates the runs for `event` and stages their first jobs. Returns the outbox rows to publish.
@@ -90,6 +107,12 @@ pub async fn handle_event(
         d["steps"] = json!({});
         d
     };
+    let dispatch_id: Option<Uuid> = event.data["dispatch_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|_| {
+            event.event_type == EventType::Manual || event.event_type == EventType::Schedule
+        });
     for workflow in matched {
         let run_id = Uuid::now_v7();
         let job = serde_json::to_value(Job::step(run_id, 0))?;
@@ -97,8 +120,8 @@ pub async fn handle_event(
         // (a redelivered event: its first job was staged with it).
         let staged: Option<OutboxRow> = sqlx::query_as(
             "WITH run AS (
-               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context)
-               VALUES ($1, $2, $3, $4, $5, 'queued', $6)
+               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
+               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $9)
                ON CONFLICT (workflow, event_id) DO NOTHING
                RETURNING id
              )
@@ -114,6 +137,7 @@ pub async fn handle_event(
         .bind(&context)
         .bind(Destination::Jobs.as_str())
         .bind(&job)
+        .bind(dispatch_id)
         .fetch_optional(&mut *tx)
         .await
         .context("create run and stage its first job")?;

@@ -54,7 +54,7 @@ impl Resume {
     }
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct RunSummary {
     pub id: Uuid,
     pub workflow: String,
@@ -68,7 +68,7 @@ pub struct RunSummary {
     pub error: Option<Value>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Attempt {
     pub step_index: i32,
     pub step_id: String,
@@ -82,7 +82,7 @@ pub struct Attempt {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Outbound {
     pub id: Uuid,
     pub step_index: Option<i32>,
@@ -98,7 +98,7 @@ pub struct Outbound {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunSummary,
@@ -114,6 +114,9 @@ const SUMMARY_COLUMNS: &str = "id, workflow, status, step_index, customer_id, se
 pub struct RunFilter {
     pub workflow: Option<String>,
     pub status: Option<String>,
+    /// The customer's id (phone digits) or phone (`+` and digits).
+    pub customer: Option<String>,
+    pub dispatch_id: Option<Uuid>,
     pub limit: i64,
 }
 
@@ -121,11 +124,14 @@ pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunSu
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SUMMARY_COLUMNS} FROM runs
          WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($4::text IS NULL OR customer_id = ltrim($4, '+')) AND ($5::uuid IS NULL OR dispatch_id = $5)
          ORDER BY created_at DESC, id DESC LIMIT $3"
     )))
     .bind(&filter.workflow)
     .bind(&filter.status)
     .bind(filter.limit.max(1))
+    .bind(&filter.customer)
+    .bind(filter.dispatch_id)
     .fetch_all(pool)
     .await
     .context("list runs")

@@ -62,7 +62,9 @@ pub async fn execute_job(
         tracing::warn!(run_id = %job.run_id, "job for an unknown run; dropped");
         return Ok(Outcome::Stale);
     };
-    if matches!(status.as_str(), "completed" | "failed") || step_index != job.step_index {
+    if matches!(status.as_str(), "completed" | "failed" | "cancelled")
+        || step_index != job.step_index
+    {
         return Ok(Outcome::Stale);
     }
     let Some(workflow) = workflows.get(&workflow_name) else {

@@ -137,11 +137,31 @@ pub fn parse_workflow_with(
             "a schedule trigger needs `cron` (e.g. '0 9 * * *')".into(),
         ));
     }
-    if !schedule && (spec.trigger.cron.is_some() || spec.trigger.timezone.is_some()) {
+    if !schedule
+        && (spec.trigger.cron.is_some()
+            || spec.trigger.timezone.is_some()
+            || spec.trigger.for_each.is_some()
+            || spec.trigger.missed != super::Missed::default())
+    {
         errors.push(err(
             None,
-            "`cron` and `timezone` belong to `event: schedule`".into(),
+            "`cron`, `timezone`, `missed` and `for_each` belong to `event: schedule`".into(),
         ));
+    }
+    if let Some(for_each) = &spec.trigger.for_each {
+        if for_each.group.trim().is_empty() {
+            errors.push(err(None, "`for_each.group` must name a group".into()));
+        }
+        if let Some(rate) = for_each.rate
+            && !(0.01..=1000.0).contains(&rate)
+        {
+            errors.push(err(
+                None,
+                format!(
+                    "`for_each.rate` must be between 0.01 and 1000 runs per second (got {rate})"
+                ),
+            ));
+        }
     }
     let steps = super::flatten(&spec.steps);
     let lines = step_lines(text);

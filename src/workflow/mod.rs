@@ -56,6 +56,40 @@ pub struct TriggerSpec {
     /// For `event: schedule`: the IANA time zone of the cron expression (default UTC).
     #[serde(default)]
     pub timezone: Option<crate::domain::TimeZone>,
+    /// For `event: schedule`: what happens to ticks missed while no scheduler ran: `fire_once`
+    /// (default: the latest missed tick fires once when a scheduler is back) or `skip`.
+    #[serde(default)]
+    pub missed: Missed,
+    /// For `event: schedule`: start one run per contact of a group (paced like a dispatch)
+    /// instead of one run per tick.
+    #[serde(default)]
+    pub for_each: Option<ForEach>,
+}
+
+/// What a schedule does with ticks that passed while no scheduler was running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// The latest missed tick fires once on catch-up (earlier missed ticks do not).
+    #[default]
+    FireOnce,
+    /// Ticks more than a minute late are skipped.
+    Skip,
+}
+
+/// The contacts a scheduled workflow runs for.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForEach {
+    /// Every contact in this group.
+    pub group: String,
+    /// Only contacts for whom this CEL condition over `contact` (name, phone, fields, groups,
+    /// opted_out) is true.
+    #[serde(default)]
+    pub filter: Option<Condition>,
+    /// Runs started per second at most (default: HERALD_DISPATCH_RATE).
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 /// A loaded, checked workflow. Nested steps (branch arms, timeout steps) are laid out in one

@@ -3,6 +3,7 @@
 
 mod ai;
 mod control;
+mod dispatch;
 mod examples;
 mod fake_graph;
 mod flows;
