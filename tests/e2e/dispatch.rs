@@ -12,7 +12,7 @@ use super::{
 
 pub const API_TOKEN: &str = "test-api-token";
 
-const SEND_ONE: &str = r#"
+pub const SEND_ONE: &str = r#"
 name: announce
 trigger:
   event: manual

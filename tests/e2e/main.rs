@@ -2,6 +2,7 @@
 //! signed webhooks in, the fake Graph API (or the sandbox) out.
 
 mod ai;
+mod api;
 mod control;
 mod dispatch;
 mod examples;
@@ -12,4 +13,5 @@ mod pipeline;
 mod process;
 mod proxy;
 mod retries;
+mod schedules;
 mod steps_misc;
