@@ -4,8 +4,8 @@
 //!
 //! Herald runs in-process on a fresh database and a unique RabbitMQ prefix; both are removed at
 //! the end, also on error. Run it as `RUST_LOG=warn herald bench` so that Herald's per-step info
-//! logs do not skew the figures. Logs go to stdout: with `--json`, use `RUST_LOG=error` (or
-//! `off`) to keep the output one JSON object.
+//! logs do not skew the figures. Logs go to stderr, so `--json` output on stdout stays one
+//! JSON object.
 
 use std::{
     collections::HashMap,

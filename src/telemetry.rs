@@ -1,4 +1,4 @@
-//! Logs (tracing, JSON with HERALD_LOG_FORMAT=json) and metrics (Prometheus text at /metrics).
+//! Logs (tracing to stderr, so that command output on stdout stays clean; JSON with HERALD_LOG_FORMAT=json) and metrics (Prometheus text at /metrics).
 
 use std::sync::OnceLock;
 
@@ -11,10 +11,17 @@ pub fn init_logs(json: bool) {
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
         registry
-            .with(fmt::layer().json().flatten_event(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        registry
+            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .try_init()
     };
 }
 

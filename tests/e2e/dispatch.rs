@@ -491,3 +491,77 @@ async fn a_group_dispatch_starts_one_run_per_member_and_bad_requests_get_clear_e
     );
     app.cleanup().await;
 }
+
+fn herald(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .envs(&app.vars)
+        .env("HERALD_WORKFLOWS", &app.workflows_dir)
+        .output()
+        .expect("run herald")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn herald_trigger_starts_a_workflow_for_one_number_and_dispatches_shows_it() {
+    let app = app_with(vec![SEND_ONE], vec![]).await;
+    let out = herald(
+        &app,
+        &[
+            "trigger",
+            "announce",
+            "--to",
+            "+4915112345678",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["progress"]["completed"], 1);
+    let sends = app.sends().await;
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["to"], "4915112345678");
+    // Listing and contacts.
+    let id = shown["id"].as_str().unwrap();
+    let out = herald(&app, &["dispatches", "contacts", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("+4915112345678") && text.contains("completed"),
+        "{text}"
+    );
+    // Mistakes are reported, not crashed on.
+    for (args, expected) in [
+        (
+            vec!["trigger", "nope", "--to", "+4915112345678"],
+            "unknown workflow 'nope'",
+        ),
+        (vec!["trigger", "announce"], "--to"),
+        (
+            vec![
+                "trigger",
+                "announce",
+                "--to",
+                "+4915112345678",
+                "--var",
+                "novalue",
+            ],
+            "is not key=value",
+        ),
+        (
+            vec!["dispatches", "contacts", id, "--state", "sleepy"],
+            "unknown state 'sleepy'",
+        ),
+        (vec!["dispatches", "pause", id], "cannot be paused"),
+    ] {
+        let out = herald(&app, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    app.cleanup().await;
+}
