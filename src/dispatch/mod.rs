@@ -332,6 +332,18 @@ pub struct Progress {
     pub failed: i64,
     pub skipped_opted_out: i64,
     pub cancelled: i64,
+    /// The messages the dispatch's runs sent, by their last status from Meta.
+    pub messages: MessageCounts,
+}
+
+/// Outbound messages by status (`accepted` until Meta reports `sent`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct MessageCounts {
+    pub accepted: i64,
+    pub sent: i64,
+    pub delivered: i64,
+    pub read: i64,
+    pub failed: i64,
 }
 
 /// A contact's state: the dispatch row's, or, once started, its run's.
@@ -385,6 +397,23 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<Dispatch>, DispatchE
             "failed" => progress.failed += n,
             "skipped_opted_out" => progress.skipped_opted_out += n,
             _ => progress.cancelled += n,
+        }
+    }
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT om.status, count(*) FROM outbound_messages om JOIN runs r ON r.id = om.run_id
+         WHERE r.dispatch_id = $1 GROUP BY 1",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    for (status, n) in statuses {
+        let m = &mut progress.messages;
+        match status.as_str() {
+            "sent" => m.sent += n,
+            "delivered" => m.delivered += n,
+            "read" => m.read += n,
+            "failed" => m.failed += n,
+            _ => m.accepted += n,
         }
     }
     Ok(Some(Dispatch {

@@ -355,11 +355,28 @@ async fn store_status(
     let rank = |col: &str| STATUS_RANK_SQL.replace("$1", col);
     let errors =
         (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null));
+    // A failed delivery is recorded on the step that sent the message, with its error class.
+    let step_error = (s.status == "failed").then(|| {
+        let first = s.errors.first();
+        let code = first.map(|e| e.code);
+        json!({
+            "class": crate::providers::whatsapp::classify(code, 200),
+            "provider_code": code,
+            "message": first.and_then(|e| e.details.clone().or_else(|| e.message.clone()).or_else(|| e.title.clone()))
+                .unwrap_or_else(|| "Meta reported the message as failed".into()),
+            "delivery": "failed after Meta accepted the message",
+        })
+    });
     // The message's status moves (forward only) when the status event is new.
     let more = format!(
         ", upd AS (
            UPDATE outbound_messages SET status = $10, status_at = $11, error = COALESCE($12, error)
            WHERE wamid = $9 AND {} < {} AND EXISTS (SELECT 1 FROM ins)
+         ), step AS (
+           UPDATE step_attempts sa SET error = $13
+           FROM outbound_messages om
+           WHERE $13::jsonb IS NOT NULL AND om.wamid = $9 AND sa.run_id = om.run_id
+             AND sa.step_index = om.step_index AND sa.state = 'succeeded' AND EXISTS (SELECT 1 FROM ins)
          )",
         rank("status"),
         rank("$10")
@@ -369,6 +386,7 @@ async fn store_status(
         .bind(&s.status)
         .bind(s.timestamp)
         .bind(errors)
+        .bind(step_error)
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);

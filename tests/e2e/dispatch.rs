@@ -565,3 +565,102 @@ async fn herald_trigger_starts_a_workflow_for_one_number_and_dispatches_shows_it
     }
     app.cleanup().await;
 }
+
+fn status_body(wamid: &str, recipient: &str, status: &str, error_code: Option<i64>) -> Vec<u8> {
+    let mut st = json!({
+        "id": wamid, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(),
+        "recipient_id": recipient,
+    });
+    if let Some(code) = error_code {
+        st["errors"] = json!([{
+            "code": code, "title": "Message undeliverable", "message": "Message undeliverable",
+            "error_data": {"details": "Message failed to send because the number is not on WhatsApp."},
+        }]);
+    }
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "210987654321098", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550104477", "phone_number_id": SENDER},
+            "statuses": [st],
+        }}]}],
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn message_statuses_update_the_dispatch_progress_and_a_failed_one_records_its_class_on_the_step()
+ {
+    let app = app_with(vec![SEND_ONE], vec![]).await;
+    let (_, created) = api(
+        &app,
+        "POST",
+        "/api/v1/dispatches",
+        Some(json!({"workflow": "announce", "to": [phone(1), phone(2)]})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("both sent", || async {
+        app.count("SELECT count(*) FROM outbound_messages WHERE wamid IS NOT NULL")
+            .await
+            == 2
+    })
+    .await;
+    let sent: Vec<(String, String)> =
+        sqlx::query_as("SELECT wamid, recipient FROM outbound_messages ORDER BY recipient")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let digits = |p: &str| p.trim_start_matches('+').to_string();
+    for (status, code) in [("sent", None), ("delivered", None), ("read", None)] {
+        let r = app
+            .post_webhook(&status_body(&sent[0].0, &digits(&sent[0].1), status, code))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .post_webhook(&status_body(
+            &sent[1].0,
+            &digits(&sent[1].1),
+            "failed",
+            Some(131026),
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    // A late "delivered" never undoes "read".
+    let r = app
+        .post_webhook(&status_body(
+            &sent[0].0,
+            &digits(&sent[0].1),
+            "delivered",
+            None,
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let d = dispatch_state(&app, &id).await;
+    assert_eq!(
+        d["progress"]["messages"],
+        json!({"accepted": 0, "sent": 0, "delivered": 0, "read": 1, "failed": 1}),
+        "{d}"
+    );
+    let error: Value = sqlx::query_scalar(
+        "SELECT sa.error FROM step_attempts sa JOIN outbound_messages om
+           ON om.run_id = sa.run_id AND om.step_index = sa.step_index WHERE om.wamid = $1",
+    )
+    .bind(&sent[1].0)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(error["class"], "Invalid phone number", "{error}");
+    assert_eq!(error["provider_code"], 131026);
+    let ok: Option<Value> = sqlx::query_scalar(
+        "SELECT sa.error FROM step_attempts sa JOIN outbound_messages om
+           ON om.run_id = sa.run_id AND om.step_index = sa.step_index WHERE om.wamid = $1",
+    )
+    .bind(&sent[0].0)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(ok, None);
+    app.cleanup().await;
+}
