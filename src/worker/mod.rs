@@ -584,17 +584,18 @@ pub async fn consume_loop<F, Fut>(
         match bus.consume(queue, prefetch, &tag).await {
             Ok(stream) => {
                 tracing::info!(role, queue, prefetch, "consuming");
+                // The first error ends the stream: after a connection error lapin's consumer
+                // may yield nothing more, yet not end, and this loop would never reconnect.
                 stream
                     .take_until(shutdown.cancelled())
-                    .for_each_concurrent(prefetch as usize, |d| {
-                        let fut = d.map(&handler);
-                        async move {
-                            match fut {
-                                Ok(f) => f.await,
-                                Err(e) => tracing::warn!(role, error = %e, "consumer error"),
-                            }
+                    .take_while(|d| {
+                        if let Err(e) = d {
+                            tracing::warn!(role, error = %e, "consumer error");
                         }
+                        std::future::ready(d.is_ok())
                     })
+                    .filter_map(|d| std::future::ready(d.ok()))
+                    .for_each_concurrent(prefetch as usize, &handler)
                     .await;
                 if !shutdown.is_cancelled() {
                     tracing::warn!(role, "lost the broker; reconnecting");

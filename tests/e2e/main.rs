@@ -5,6 +5,7 @@ mod ai;
 mod control;
 mod examples;
 mod fake_graph;
+mod faults;
 mod flows;
 mod harness;
 mod pipeline;
