@@ -309,7 +309,7 @@ pub async fn execute_job(
                         &mut tx,
                         job,
                         workflow.retry.unwrap_or(services.retry),
-                        &error,
+                        error,
                     )
                     .await?
                     {
@@ -342,7 +342,7 @@ pub async fn execute_job(
                                 job,
                                 step_id,
                                 customer_id.as_deref(),
-                                &error,
+                                error,
                                 id,
                             )
                             .await;

@@ -148,7 +148,7 @@ async fn a_worker_killed_during_the_retry_wait_leaves_the_retry_to_the_next_work
         workflows: vec![GREET],
         graph: true,
         roles: vec![Role::Ingress, Role::Matcher, Role::Scheduler],
-        env: vec![("HERALD_RETRY_WAIT", "3s".into())],
+        env: vec![("HERALD_RETRY_WAIT", "4s".into())],
         ..Default::default()
     })
     .await;
