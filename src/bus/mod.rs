@@ -81,23 +81,24 @@ impl Delivery {
     pub fn redelivered(&self) -> bool {
         self.inner.redelivered
     }
+    /// Acks the message. Bounded in time: on a connection that died the broker has given the
+    /// message back already, and an ack that never completes must not hold its handler (and
+    /// with it the consumer's reconnection and the shutdown) forever.
     pub async fn ack(&self) -> Result<(), BusError> {
-        self.inner
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| BusError::Unreachable(e.to_string()))
+        bounded(
+            ACK_TIMEOUT,
+            "ack",
+            self.inner.ack(BasicAckOptions::default()),
+        )
+        .await
     }
-    /// Gives the message back to the queue for another consumer.
+    /// Gives the message back to the queue for another consumer (bounded like [`Self::ack`]).
     pub async fn requeue(&self) -> Result<(), BusError> {
-        self.inner
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| BusError::Unreachable(e.to_string()))
+        let nack = self.inner.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        });
+        bounded(ACK_TIMEOUT, "nack", nack).await
     }
 }
 
@@ -121,6 +122,20 @@ pub struct Bus {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Awaits a broker operation for at most `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<(), BusError> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(BusError::Unreachable(e.to_string())),
+        Err(_) => Err(BusError::Unreachable(format!("{what} timed out"))),
+    }
+}
 
 impl Bus {
     /// A bus that connects on first use.
@@ -139,12 +154,19 @@ impl Bus {
         &self.names
     }
 
+    /// Connects, declares the topology and opens the confirming publisher channel, all within
+    /// [`CONNECT_TIMEOUT`]: a broker that accepts TCP but does not answer (starting, or gone
+    /// half-way) must not hold the link's lock, and with it every publisher, forever.
     async fn open(&self) -> Result<Link, BusError> {
-        let unreachable = |e: lapin::Error| BusError::Unreachable(e.to_string());
-        let connect = Connection::connect(&self.url, ConnectionProperties::default());
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        tokio::time::timeout(CONNECT_TIMEOUT, self.open_unbounded())
             .await
             .map_err(|_| BusError::Unreachable("connect timed out".into()))?
+    }
+
+    async fn open_unbounded(&self) -> Result<Link, BusError> {
+        let unreachable = |e: lapin::Error| BusError::Unreachable(e.to_string());
+        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
             .map_err(unreachable)?;
         let publisher = connection.create_channel().await.map_err(unreachable)?;
         self.declare(&publisher).await.map_err(unreachable)?;

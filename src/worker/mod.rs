@@ -225,120 +225,152 @@ pub async fn execute_job(
     let result = step.execute(rendered, &ctx).await;
     let elapsed = started.elapsed();
 
-    // Phase 3: the outcome and the next job, atomically.
-    let mut tx = pool.begin().await.context("begin step outcome")?;
-    let current: Option<(i32,)> =
-        sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
-            .bind(job.run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("lock run for outcome")?;
-    let rows = match result {
-        Ok(out) => {
-            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "succeeded")
-                .increment(1);
-            if let Some(sent) = &out.sent {
-                metrics::histogram!("herald_send_latency_seconds", "provider" => sent.provider)
-                    .record(elapsed.as_secs_f64());
-                sqlx::query(
-                    "INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'accepted') ON CONFLICT (wamid) DO NOTHING",
-                )
-                .bind(uuid::Uuid::now_v7())
-                .bind(job.run_id)
-                .bind(job.step_index)
-                .bind(&sent.sender_id)
-                .bind(&sent.recipient)
-                .bind(sent.kind)
-                .bind(sent.provider)
-                .bind(&sent.request)
-                .bind(&sent.wamid)
-                .execute(&mut *tx)
-                .await
-                .context("record outbound message")?;
-            }
-            sqlx::query(
-                "UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
-                 WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-            )
-            .bind(job.run_id)
-            .bind(job.step_index)
-            .bind(attempt)
-            .bind(&out.output)
-            .execute(&mut *tx)
-            .await
-            .context("record step output")?;
-            tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
-            if current.map(|(i,)| i) == Some(job.step_index) {
-                follow(&mut tx, job, workflow, step_id, &out.output, &out.next).await?
-            } else {
-                Vec::new()
-            }
-        }
-        Err(error) => {
-            metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "failed")
-                .increment(1);
-            sqlx::query(
-                "UPDATE step_attempts SET state = 'failed', error = $4, finished_at = now()
-                 WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-            )
-            .bind(job.run_id)
-            .bind(job.step_index)
-            .bind(attempt)
-            .bind(error.to_json())
-            .execute(&mut *tx)
-            .await
-            .context("record step error")?;
-            match retry_decision(
-                &mut tx,
-                job,
-                workflow.retry.unwrap_or(services.retry),
-                &error,
-            )
-            .await?
-            {
-                Some(wait) => {
-                    tracing::warn!(
-                        run_id = %job.run_id, workflow = %workflow_name, step = step_id, attempt,
-                        error_class = %error.class, error = %error.message, retry_in = ?wait,
-                        "step failed; will retry"
-                    );
-                    let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
-                }
-                None => {
-                    let error_json = error.to_json();
-                    let letter = NewDeadLetter {
-                        job,
-                        workflow: &workflow_name,
-                        step_id,
-                        step_type,
-                        customer_id: customer_id.as_deref(),
-                        error: &error_json,
-                        input: Some(&input),
-                        attempts: attempt,
-                    };
-                    let id = dead_letters::record(&mut tx, letter).await?;
-                    tx.commit().await.context("commit failed step")?;
-                    give_up(
-                        services,
-                        &workflow_name,
-                        job,
-                        step_id,
-                        customer_id.as_deref(),
-                        &error,
-                        id,
-                    )
-                    .await;
-                    return Ok(Outcome::Done(Vec::new()));
-                }
-            }
-            Vec::new()
-        }
+    // Phase 3: the outcome and the next job, atomically. Only this worker knows the outcome:
+    // if PostgreSQL is away, hold it and try again (the delivery stays unacked meanwhile)
+    // rather than leave the attempt "started", which would later be closed as interrupted
+    // and lose what was sent (its wamid, the outbound message, the step's output).
+    let outcome = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
     };
-    tx.commit().await.context("commit step outcome")?;
-    Ok(Outcome::Done(rows))
+    metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => outcome).increment(1);
+    if let Ok(out) = &result
+        && let Some(sent) = &out.sent
+    {
+        metrics::histogram!("herald_send_latency_seconds", "provider" => sent.provider)
+            .record(elapsed.as_secs_f64());
+    }
+    let recording = std::time::Instant::now();
+    loop {
+        let recorded: anyhow::Result<Outcome> = async {
+            let mut tx = pool.begin().await.context("begin step outcome")?;
+            let current: Option<(i32,)> =
+                sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
+                    .bind(job.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("lock run for outcome")?;
+            let rows = match &result {
+                Ok(out) => {
+                    if let Some(sent) = &out.sent {
+                        sqlx::query(
+                            "INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'accepted') ON CONFLICT (wamid) DO NOTHING",
+                        )
+                        .bind(uuid::Uuid::now_v7())
+                        .bind(job.run_id)
+                        .bind(job.step_index)
+                        .bind(&sent.sender_id)
+                        .bind(&sent.recipient)
+                        .bind(sent.kind)
+                        .bind(sent.provider)
+                        .bind(&sent.request)
+                        .bind(&sent.wamid)
+                        .execute(&mut *tx)
+                        .await
+                        .context("record outbound message")?;
+                    }
+                    sqlx::query(
+                        "UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
+                         WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+                    )
+                    .bind(job.run_id)
+                    .bind(job.step_index)
+                    .bind(attempt)
+                    .bind(&out.output)
+                    .execute(&mut *tx)
+                    .await
+                    .context("record step output")?;
+                    tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
+                    if current.map(|(i,)| i) == Some(job.step_index) {
+                        follow(&mut tx, job, workflow, step_id, &out.output, &out.next).await?
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Err(error) => {
+                    sqlx::query(
+                        "UPDATE step_attempts SET state = 'failed', error = $4, finished_at = now()
+                         WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+                    )
+                    .bind(job.run_id)
+                    .bind(job.step_index)
+                    .bind(attempt)
+                    .bind(error.to_json())
+                    .execute(&mut *tx)
+                    .await
+                    .context("record step error")?;
+                    if current.map(|(i,)| i) != Some(job.step_index) {
+                        // Recorded late, after the run moved on (its attempt was closed as
+                        // interrupted meanwhile): nothing more to decide for this step.
+                        tx.commit().await.context("commit late step error")?;
+                        return Ok(Outcome::Done(Vec::new()));
+                    }
+                    match retry_decision(
+                        &mut tx,
+                        job,
+                        workflow.retry.unwrap_or(services.retry),
+                        error,
+                    )
+                    .await?
+                    {
+                        Some(wait) => {
+                            tracing::warn!(
+                                run_id = %job.run_id, workflow = %workflow_name, step = step_id, attempt,
+                                error_class = %error.class, error = %error.message, retry_in = ?wait,
+                                "step failed; will retry"
+                            );
+                            let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                            pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+                        }
+                        None => {
+                            let error_json = error.to_json();
+                            let letter = NewDeadLetter {
+                                job,
+                                workflow: &workflow_name,
+                                step_id,
+                                step_type,
+                                customer_id: customer_id.as_deref(),
+                                error: &error_json,
+                                input: Some(&input),
+                                attempts: attempt,
+                            };
+                            let id = dead_letters::record(&mut tx, letter).await?;
+                            tx.commit().await.context("commit failed step")?;
+                            give_up(
+                                services,
+                                &workflow_name,
+                                job,
+                                step_id,
+                                customer_id.as_deref(),
+                                error,
+                                id,
+                            )
+                            .await;
+                            return Ok(Outcome::Done(Vec::new()));
+                        }
+                    }
+                    Vec::new()
+                }
+            };
+            tx.commit().await.context("commit step outcome")?;
+            Ok(Outcome::Done(rows))
+        }
+        .await;
+        match recorded {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if recording.elapsed() < OUTCOME_PATIENCE => {
+                tracing::warn!(run_id = %job.run_id, step = %step_id, error = format!("{e:#}"), "could not record the step's outcome; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
+
+/// How long a worker keeps trying to record a step's outcome while PostgreSQL is away.
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Rate limits may be retried this often before they count as failures.
 const RATE_LIMIT_CAP: i64 = 20;
@@ -586,17 +618,18 @@ pub async fn consume_loop<F, Fut>(
         match bus.consume(queue, prefetch, &tag).await {
             Ok(stream) => {
                 tracing::info!(role, queue, prefetch, "consuming");
+                // The first error ends the stream: after a connection error lapin's consumer
+                // may yield nothing more, yet not end, and this loop would never reconnect.
                 stream
                     .take_until(shutdown.cancelled())
-                    .for_each_concurrent(prefetch as usize, |d| {
-                        let fut = d.map(&handler);
-                        async move {
-                            match fut {
-                                Ok(f) => f.await,
-                                Err(e) => tracing::warn!(role, error = %e, "consumer error"),
-                            }
+                    .take_while(|d| {
+                        if let Err(e) = d {
+                            tracing::warn!(role, error = %e, "consumer error");
                         }
+                        std::future::ready(d.is_ok())
                     })
+                    .filter_map(|d| std::future::ready(d.ok()))
+                    .for_each_concurrent(prefetch as usize, &handler)
                     .await;
                 if !shutdown.is_cancelled() {
                     tracing::warn!(role, "lost the broker; reconnecting");

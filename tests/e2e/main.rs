@@ -7,6 +7,7 @@ mod control;
 mod dispatch;
 mod examples;
 mod fake_graph;
+mod faults;
 mod flows;
 mod harness;
 mod pipeline;

@@ -48,7 +48,7 @@ async fn app_with_team() -> (TestApp, MockServer) {
 }
 
 /// The first `n` sends fail with `status` and `body`; later ones are accepted.
-async fn fail_first(
+pub(super) async fn fail_first(
     graph: &MockServer,
     n: u64,
     status: u16,
@@ -77,7 +77,7 @@ async fn attempts(app: &TestApp) -> Vec<(String, Option<String>)> {
         .unwrap()
 }
 
-const SERVER_ERROR: &[u8] = br#"{"error": {"message": "(#131000) Something went wrong", "type": "OAuthException", "code": 131000}}"#;
+pub(super) const SERVER_ERROR: &[u8] = br#"{"error": {"message": "(#131000) Something went wrong", "type": "OAuthException", "code": 131000}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_error_is_retried_once_after_the_wait_and_sent_once() {
