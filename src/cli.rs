@@ -447,7 +447,7 @@ async fn quarantine_command(config: &Config, cmd: QuarantineCommand) -> anyhow::
         }
         QuarantineCommand::Replay { id, json } => {
             let bus = Bus::new(config);
-            let result = quarantine::replay(&pool, &bus, id).await?;
+            let result = quarantine::replay(&pool, &bus, id, &config.opt_out_keywords).await?;
             bus.close().await;
             if json {
                 println!("{}", json!({"id": id, "result": result}));

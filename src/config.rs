@@ -76,6 +76,14 @@ pub struct Config {
     pub retry_attempts: u32,
     /// How often the scheduler looks for due timers (delays, waits, retries).
     pub timer_interval: Duration,
+    /// Inbound keywords that opt a contact out of marketing templates, or back in
+    /// (`HERALD_OPT_OUT_KEYWORDS`, `HERALD_OPT_IN_KEYWORDS`, comma-separated).
+    pub opt_out_keywords: crate::domain::OptOutKeywords,
+    /// The WhatsApp Business Account whose templates are synced from the Graph API
+    /// (`WHATSAPP_BUSINESS_ACCOUNT_ID`; with an access token).
+    pub business_account_id: Option<String>,
+    /// How often the template catalog is synced from the Graph API.
+    pub template_sync_interval: Duration,
 }
 
 impl Config {
@@ -163,6 +171,21 @@ impl Config {
             },
             retry_attempts: number("HERALD_RETRY_ATTEMPTS", 2)?.clamp(1, 100) as u32,
             timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
+            opt_out_keywords: crate::domain::OptOutKeywords::parse(
+                &var("HERALD_OPT_OUT_KEYWORDS")
+                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_OUT.into()),
+                &var("HERALD_OPT_IN_KEYWORDS")
+                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_IN.into()),
+            )
+            .map_err(|e| anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}"))?,
+            business_account_id: var("WHATSAPP_BUSINESS_ACCOUNT_ID"),
+            template_sync_interval: match var("HERALD_TEMPLATE_SYNC_INTERVAL") {
+                None => Duration::from_secs(15 * 60),
+                Some(v) => crate::domain::HumanDuration::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("HERALD_TEMPLATE_SYNC_INTERVAL: {e}"))?
+                    .get()
+                    .max(Duration::from_secs(1)),
+            },
         })
     }
 
@@ -216,5 +239,29 @@ mod tests {
     fn a_bad_listen_address_names_the_variable() {
         let err = config(&[("HERALD_LISTEN", "nope")]).unwrap_err();
         assert!(err.to_string().contains("HERALD_LISTEN"));
+    }
+
+    #[test]
+    fn opt_out_keywords_and_the_template_sync_are_configurable_and_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.opt_out_keywords, crate::domain::OptOutKeywords::default());
+        assert_eq!(c.business_account_id, None);
+        assert_eq!(c.template_sync_interval, Duration::from_secs(900));
+        let c = config(&[
+            ("HERALD_OPT_OUT_KEYWORDS", "baja"),
+            ("WHATSAPP_BUSINESS_ACCOUNT_ID", "102290129340398"),
+            ("HERALD_TEMPLATE_SYNC_INTERVAL", "5m"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.opt_out_keywords.decide("text", Some("Baja")),
+            Some(crate::domain::OptOutChange::OptedOut)
+        );
+        assert_eq!(c.business_account_id.as_deref(), Some("102290129340398"));
+        assert_eq!(c.template_sync_interval, Duration::from_secs(300));
+        let err = config(&[("HERALD_OPT_IN_KEYWORDS", "stop")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_OPT_IN_KEYWORDS"), "{err}");
+        let err = config(&[("HERALD_TEMPLATE_SYNC_INTERVAL", "often")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_TEMPLATE_SYNC_INTERVAL"), "{err}");
     }
 }

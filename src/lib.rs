@@ -20,5 +20,6 @@ pub mod providers;
 pub mod runs;
 pub mod steps;
 pub mod telemetry;
+pub mod templates;
 pub mod worker;
 pub mod workflow;

@@ -1,13 +1,17 @@
 //! The template catalog: the approved templates Herald knows (name, language, category, body
-//! parameters), from `templates.yaml`. `herald workflows validate` checks `send_template` steps
-//! against it when the file exists.
+//! parameters, status), from `templates.yaml`. `herald workflows validate` checks `send_template`
+//! steps against it when the file exists; at run time the same entries seed the `templates` table
+//! (see `crate::templates`), where sends are checked with [`check_send`].
 
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::domain::{LanguageCode, TemplateName};
+use crate::{
+    domain::{LanguageCode, TemplateName},
+    steps::send_template::Variables,
+};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +35,86 @@ pub struct TemplateSpec {
     /// The body text as approved, for reference.
     #[serde(default)]
     pub body: Option<String>,
+    /// The template's status at Meta (default APPROVED): only approved templates are sent.
+    #[serde(default)]
+    pub status: TemplateStatus,
 }
+
+/// A template's review status, as Meta spells it (`approved` is read as `APPROVED` too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TemplateStatus {
+    #[default]
+    Approved,
+    Pending,
+    Rejected,
+    Paused,
+    Disabled,
+    Flagged,
+    InAppeal,
+    PendingDeletion,
+    Deleted,
+    Archived,
+    Locked,
+    LimitExceeded,
+}
+
+impl TemplateStatus {
+    const ALL: [TemplateStatus; 12] = [
+        TemplateStatus::Approved,
+        TemplateStatus::Pending,
+        TemplateStatus::Rejected,
+        TemplateStatus::Paused,
+        TemplateStatus::Disabled,
+        TemplateStatus::Flagged,
+        TemplateStatus::InAppeal,
+        TemplateStatus::PendingDeletion,
+        TemplateStatus::Deleted,
+        TemplateStatus::Archived,
+        TemplateStatus::Locked,
+        TemplateStatus::LimitExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateStatus::Approved => "APPROVED",
+            TemplateStatus::Pending => "PENDING",
+            TemplateStatus::Rejected => "REJECTED",
+            TemplateStatus::Paused => "PAUSED",
+            TemplateStatus::Disabled => "DISABLED",
+            TemplateStatus::Flagged => "FLAGGED",
+            TemplateStatus::InAppeal => "IN_APPEAL",
+            TemplateStatus::PendingDeletion => "PENDING_DELETION",
+            TemplateStatus::Deleted => "DELETED",
+            TemplateStatus::Archived => "ARCHIVED",
+            TemplateStatus::Locked => "LOCKED",
+            TemplateStatus::LimitExceeded => "LIMIT_EXCEEDED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let wanted = raw.trim().to_ascii_uppercase();
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "'{raw}' is not a template status ({})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for TemplateStatus {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        TemplateStatus::parse(&value)
+    }
+}
+
+crate::string_schema!(TemplateStatus);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +122,85 @@ pub enum Category {
     Marketing,
     Utility,
     Authentication,
+}
+
+impl Category {
+    /// As Meta spells it (and the `templates` table stores it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Marketing => "MARKETING",
+            Category::Utility => "UTILITY",
+            Category::Authentication => "AUTHENTICATION",
+        }
+    }
+}
+
+/// A template as the run-time catalog knows it (a `templates` row).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KnownTemplate {
+    pub category: String,
+    pub status: String,
+    pub body_parameters: i32,
+    pub named_parameters: Vec<String>,
+}
+
+/// Why the body variables a step gives do not fit a template with `body_parameters` positional
+/// or `named` named parameters; `None` when they fit.
+pub fn variables_mismatch(
+    body_parameters: usize,
+    named: &[String],
+    given: &Variables,
+) -> Option<String> {
+    match given {
+        Variables::Positional(list) if list.len() != body_parameters || !named.is_empty() => {
+            Some(if named.is_empty() {
+                format!("takes {body_parameters} body variables, the step gives {}", list.len())
+            } else {
+                format!(
+                    "takes the named variables {named:?}, the step gives {} positional",
+                    list.len()
+                )
+            })
+        }
+        Variables::Named(map) => {
+            let mut given: Vec<&String> = map.keys().collect();
+            let mut wanted: Vec<&String> = named.iter().collect();
+            given.sort();
+            wanted.sort();
+            (given != wanted)
+                .then(|| format!("takes the named variables {wanted:?}, the step gives {given:?}"))
+        }
+        _ => None,
+    }
+}
+
+/// The run-time check of a send against the catalog: the template must be known, APPROVED,
+/// and take exactly the variables given. The error says which; it reads as "Template not found".
+pub fn check_send(
+    known: Option<&KnownTemplate>,
+    name: &TemplateName,
+    language: &LanguageCode,
+    given: &Variables,
+) -> Result<(), String> {
+    let Some(known) = known else {
+        return Err(format!(
+            "Template not found: '{name}' ({language}) is unknown to the template catalog"
+        ));
+    };
+    if known.status != TemplateStatus::Approved.as_str() {
+        return Err(format!(
+            "Template not found: '{name}' ({language}) has status {}, not APPROVED",
+            known.status
+        ));
+    }
+    let count = usize::try_from(known.body_parameters).unwrap_or_default();
+    match variables_mismatch(count, &known.named_parameters, given) {
+        Some(reason) => Err(format!(
+            "Template not found: '{name}' ({language}) {}",
+            reason.replacen("takes", "expects", 1)
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Catalog {

@@ -205,43 +205,23 @@ fn check_template(
     catalog: &Catalog,
     step: &crate::steps::send_template::SendTemplate,
 ) -> Option<String> {
-    use crate::steps::send_template::Variables;
     let Some(spec) = catalog.find(&step.template, &step.language) else {
         return Some(format!(
             "Template not found: '{}' ({}) is not in the template catalog",
             step.template, step.language
         ));
     };
-    match &step.variables {
-        Variables::Positional(list)
-            if list.len() != spec.body_parameters || !spec.named_parameters.is_empty() =>
-        {
-            Some(format!(
-                "template '{}' ({}) takes {} body variables, the step gives {}",
-                step.template,
-                step.language,
-                if spec.named_parameters.is_empty() {
-                    spec.body_parameters.to_string()
-                } else {
-                    format!("the named {:?}", spec.named_parameters)
-                },
-                list.len()
-            ))
-        }
-        Variables::Named(map) => {
-            let mut given: Vec<&String> = map.keys().collect();
-            let mut wanted: Vec<&String> = spec.named_parameters.iter().collect();
-            given.sort();
-            wanted.sort();
-            (given != wanted).then(|| {
-                format!(
-                    "template '{}' ({}) takes the named variables {:?}, the step gives {:?}",
-                    step.template, step.language, wanted, given
-                )
-            })
-        }
-        _ => None,
-    }
+    super::catalog::variables_mismatch(
+        spec.body_parameters,
+        &spec.named_parameters,
+        &step.variables,
+    )
+    .map(|reason| {
+        format!(
+            "template '{}' ({}) {reason}",
+            step.template, step.language
+        )
+    })
 }
 
 pub fn load_file(path: &Path, catalog: Option<&Catalog>) -> Result<Workflow, Vec<LoadError>> {
