@@ -177,7 +177,9 @@ impl Config {
                 &var("HERALD_OPT_IN_KEYWORDS")
                     .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_IN.into()),
             )
-            .map_err(|e| anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}"))?,
+            .map_err(|e| {
+                anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}")
+            })?,
             business_account_id: var("WHATSAPP_BUSINESS_ACCOUNT_ID"),
             template_sync_interval: match var("HERALD_TEMPLATE_SYNC_INTERVAL") {
                 None => Duration::from_secs(15 * 60),
@@ -262,6 +264,9 @@ mod tests {
         let err = config(&[("HERALD_OPT_IN_KEYWORDS", "stop")]).unwrap_err();
         assert!(err.to_string().contains("HERALD_OPT_IN_KEYWORDS"), "{err}");
         let err = config(&[("HERALD_TEMPLATE_SYNC_INTERVAL", "often")]).unwrap_err();
-        assert!(err.to_string().contains("HERALD_TEMPLATE_SYNC_INTERVAL"), "{err}");
+        assert!(
+            err.to_string().contains("HERALD_TEMPLATE_SYNC_INTERVAL"),
+            "{err}"
+        );
     }
 }

@@ -225,7 +225,10 @@ mod tests {
     fn status_webhooks_pause_disable_and_reinstate_but_a_flag_changes_nothing() {
         assert_eq!(status_after_event("PAUSED").as_deref(), Some("PAUSED"));
         assert_eq!(status_after_event("disabled").as_deref(), Some("DISABLED"));
-        assert_eq!(status_after_event("REINSTATED").as_deref(), Some("APPROVED"));
+        assert_eq!(
+            status_after_event("REINSTATED").as_deref(),
+            Some("APPROVED")
+        );
         assert_eq!(status_after_event("APPROVED").as_deref(), Some("APPROVED"));
         assert_eq!(status_after_event("FLAGGED"), None);
         assert_eq!(status_after_event(" "), None);

@@ -51,9 +51,7 @@ impl OptOutKeywords {
         };
         let (opt_out, opt_in) = (list(opt_out), list(opt_in));
         if let Some(both) = opt_out.iter().find(|k| opt_in.contains(k)) {
-            return Err(format!(
-                "'{both}' is both an opt-out and an opt-in keyword"
-            ));
+            return Err(format!("'{both}' is both an opt-out and an opt-in keyword"));
         }
         Ok(OptOutKeywords { opt_out, opt_in })
     }
@@ -89,20 +87,38 @@ mod tests {
     #[test]
     fn a_whole_keyword_in_any_case_with_spaces_opts_out_and_start_opts_back_in() {
         let k = OptOutKeywords::default();
-        for text in ["STOP", "stop", "  Stop \n", "unsubscribe", "Parar", "cancelar", "SAIR"] {
+        for text in [
+            "STOP",
+            "stop",
+            "  Stop \n",
+            "unsubscribe",
+            "Parar",
+            "cancelar",
+            "SAIR",
+        ] {
             assert_eq!(
                 k.decide("text", Some(text)),
                 Some(OptOutChange::OptedOut),
                 "{text:?}"
             );
         }
-        assert_eq!(k.decide("text", Some(" start")), Some(OptOutChange::OptedIn));
+        assert_eq!(
+            k.decide("text", Some(" start")),
+            Some(OptOutChange::OptedIn)
+        );
     }
 
     #[test]
     fn a_keyword_inside_a_sentence_or_another_word_changes_nothing() {
         let k = OptOutKeywords::default();
-        for text in ["please stop", "STOP!", "stopped", "don't stop me now", "", "   "] {
+        for text in [
+            "please stop",
+            "STOP!",
+            "stopped",
+            "don't stop me now",
+            "",
+            "   ",
+        ] {
             assert_eq!(k.decide("text", Some(text)), None, "{text:?}");
         }
         assert_eq!(k.decide("text", None), None);
@@ -111,7 +127,10 @@ mod tests {
     #[test]
     fn buttons_count_but_media_captions_and_other_types_do_not() {
         let k = OptOutKeywords::default();
-        assert_eq!(k.decide("button", Some("Stop")), Some(OptOutChange::OptedOut));
+        assert_eq!(
+            k.decide("button", Some("Stop")),
+            Some(OptOutChange::OptedOut)
+        );
         assert_eq!(
             k.decide("button_reply", Some("STOP")),
             Some(OptOutChange::OptedOut)

@@ -355,12 +355,13 @@ impl GraphClient {
                 .bearer_auth(self.token.expose())
                 .send()
                 .await
-                .map_err(|e| ListTemplatesError(format!("Graph API unreachable: {}", without_url(&e))))?;
+                .map_err(|e| {
+                    ListTemplatesError(format!("Graph API unreachable: {}", without_url(&e)))
+                })?;
             let status = response.status();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| ListTemplatesError(format!("reading the answer: {}", without_url(&e))))?;
+            let bytes = response.bytes().await.map_err(|e| {
+                ListTemplatesError(format!("reading the answer: {}", without_url(&e)))
+            })?;
             if !status.is_success() {
                 let (code, message) = parse_error_body(&bytes);
                 return Err(ListTemplatesError(format!(
@@ -404,7 +405,11 @@ pub fn parse_template_page(page: &Value) -> Result<(Vec<ListedTemplate>, Option<
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .find(|c| c.get("type").and_then(Value::as_str).is_some_and(|k| k.eq_ignore_ascii_case("body")))
+                .find(|c| {
+                    c.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.eq_ignore_ascii_case("body"))
+                })
                 .and_then(|c| text(c, "text"))
                 .unwrap_or_default();
             let (body_parameters, named_parameters) = body_placeholders(&body);

@@ -27,6 +27,9 @@ pub const MAX_BUTTONS: usize = 10;
 pub struct SendTemplate {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// Our sender's phone_number_id; defaults to the one the trigger came in on.
     #[serde(default)]
     pub sender: Option<String>,
@@ -569,6 +572,10 @@ impl Step for SendTemplate {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Box<Input>, StepError> {

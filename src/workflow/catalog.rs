@@ -99,10 +99,7 @@ impl TemplateStatus {
             .find(|s| s.as_str() == wanted)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                format!(
-                    "'{raw}' is not a template status ({})",
-                    names.join(", ")
-                )
+                format!("'{raw}' is not a template status ({})", names.join(", "))
             })
     }
 }
@@ -154,7 +151,10 @@ pub fn variables_mismatch(
     match given {
         Variables::Positional(list) if list.len() != body_parameters || !named.is_empty() => {
             Some(if named.is_empty() {
-                format!("takes {body_parameters} body variables, the step gives {}", list.len())
+                format!(
+                    "takes {body_parameters} body variables, the step gives {}",
+                    list.len()
+                )
             } else {
                 format!(
                     "takes the named variables {named:?}, the step gives {} positional",
@@ -251,5 +251,96 @@ mod tests {
         assert!(
             serde_saphyr::from_str::<Catalog>(&good.replace("body_parameters", "colour")).is_err()
         );
+    }
+
+    fn known(status: &str, count: i32, named: &[&str]) -> KnownTemplate {
+        KnownTemplate {
+            category: "UTILITY".into(),
+            status: status.into(),
+            body_parameters: count,
+            named_parameters: named.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn positional(n: usize) -> Variables {
+        Variables::Positional(
+            (0..n)
+                .map(|i| crate::workflow::Text::parse(&format!("v{i}")).unwrap())
+                .collect(),
+        )
+    }
+
+    fn named(names: &[&str]) -> Variables {
+        Variables::Named(
+            names
+                .iter()
+                .map(|n| (n.to_string(), crate::workflow::Text::parse("x").unwrap()))
+                .collect(),
+        )
+    }
+
+    fn check(known: Option<&KnownTemplate>, given: &Variables) -> Result<(), String> {
+        check_send(
+            known,
+            &TemplateName::parse("order_update").unwrap(),
+            &LanguageCode::parse("pt_BR").unwrap(),
+            given,
+        )
+    }
+
+    #[test]
+    fn an_approved_template_with_the_right_variables_passes_the_send_check() {
+        assert_eq!(
+            check(Some(&known("APPROVED", 2, &[])), &positional(2)),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                Some(&known("APPROVED", 0, &["name", "day"])),
+                &named(&["day", "name"])
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_send_check_says_whether_the_template_is_unknown_not_approved_or_takes_other_variables() {
+        assert_eq!(
+            check(None, &positional(0)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) is unknown to the template catalog"
+        );
+        assert_eq!(
+            check(Some(&known("PAUSED", 0, &[])), &positional(0)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) has status PAUSED, not APPROVED"
+        );
+        assert_eq!(
+            check(Some(&known("APPROVED", 2, &[])), &positional(1)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) expects 2 body variables, the step gives 1"
+        );
+        assert_eq!(
+            check(Some(&known("APPROVED", 0, &["name"])), &named(&["nome"])).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) expects the named variables [\"name\"], the step gives [\"nome\"]"
+        );
+        let err = check(Some(&known("APPROVED", 0, &["name"])), &positional(1)).unwrap_err();
+        assert!(
+            err.contains("expects the named variables [\"name\"]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_catalog_status_is_optional_defaults_to_approved_and_is_checked() {
+        let base = "templates:\n  - name: promo\n    language: en_US\n    category: marketing\n";
+        let c: Catalog = serde_saphyr::from_str(base).unwrap();
+        assert_eq!(c.templates[0].status, TemplateStatus::Approved);
+        let c: Catalog = serde_saphyr::from_str(&format!("{base}    status: paused\n")).unwrap();
+        assert_eq!(c.templates[0].status.as_str(), "PAUSED");
+        let c: Catalog =
+            serde_saphyr::from_str(&format!("{base}    status: PENDING_DELETION\n")).unwrap();
+        assert_eq!(c.templates[0].status, TemplateStatus::PendingDeletion);
+        let err = serde_saphyr::from_str::<Catalog>(&format!("{base}    status: sleepy\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'sleepy' is not a template status"), "{err}");
     }
 }
