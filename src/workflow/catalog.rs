@@ -167,8 +167,15 @@ pub fn variables_mismatch(
             let mut wanted: Vec<&String> = named.iter().collect();
             given.sort();
             wanted.sort();
-            (given != wanted)
-                .then(|| format!("takes the named variables {wanted:?}, the step gives {given:?}"))
+            (given != wanted).then(|| {
+                if named.is_empty() {
+                    format!(
+                        "takes {body_parameters} body variables, the step gives the named {given:?}"
+                    )
+                } else {
+                    format!("takes the named variables {wanted:?}, the step gives {given:?}")
+                }
+            })
         }
         _ => None,
     }
