@@ -203,6 +203,7 @@ pub struct Services {
 pub struct RetryPolicy {
     /// Attempts in all, the first included (2 = one retry; 0 and 1: no retry), at most 100.
     /// Rate limits do not count (up to 20).
+    #[schemars(range(max = 100))]
     pub attempts: u32,
     /// The wait before each retry (`60s`, at least 1s); a provider's Retry-After wins for
     /// rate limits.
@@ -538,6 +539,23 @@ mod tests {
                 .check()
                 .unwrap_err()
                 .contains("more than 100")
+        );
+    }
+
+    #[test]
+    fn the_json_schema_offers_retry_on_every_step_type() {
+        let schema =
+            serde_json::to_value(schemars::schema_for!(crate::workflow::WorkflowSpec)).unwrap();
+        let defs = &schema["$defs"];
+        for step in ["SendText", "SendTemplate", "Delay", "Branch", "Notify"] {
+            assert_eq!(
+                defs[step]["properties"]["retry"]["anyOf"][0]["$ref"], "#/$defs/RetryPolicy",
+                "{step}"
+            );
+        }
+        assert_eq!(
+            defs["RetryPolicy"]["properties"]["attempts"]["maximum"],
+            100
         );
     }
 }
