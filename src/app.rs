@@ -135,6 +135,25 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    // The run-time template catalog: templates.yaml now, Meta's list when credentials allow.
+    let catalog = crate::workflow::catalog::Catalog::load(&config.templates_file)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    crate::templates::seed_from_config(&pool, catalog.as_ref())
+        .await
+        .context("store templates.yaml in the template catalog")?;
+    if let (true, Some(waba), false) = (
+        runs(roles, Role::Scheduler),
+        config.business_account_id.clone(),
+        config.sandbox(),
+    ) {
+        tasks.spawn(crate::templates::run_sync(
+            pool.clone(),
+            whatsapp.clone(),
+            waba,
+            config.template_sync_interval,
+            shutdown.clone(),
+        ));
+    }
     if runs(roles, Role::Matcher) {
         tasks.spawn(matcher::run(
             pool.clone(),

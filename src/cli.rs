@@ -529,7 +529,7 @@ async fn quarantine_command(config: &Config, cmd: QuarantineCommand) -> anyhow::
         }
         QuarantineCommand::Replay { id, json } => {
             let bus = Bus::new(config);
-            let result = quarantine::replay(&pool, &bus, id).await?;
+            let result = quarantine::replay(&pool, &bus, id, &config.opt_out_keywords).await?;
             bus.close().await;
             if json {
                 println!("{}", json!({"id": id, "result": result}));
@@ -581,7 +581,7 @@ async fn trigger(config: &Config, args: TriggerArgs) -> anyhow::Result<()> {
         let d = dispatch::show(&pool, created.id)
             .await?
             .context("dispatch disappeared")?;
-        if d.status != "running" || d.progress.pending + d.progress.running == 0 {
+        if d.status == "completed" || d.status == "cancelled" {
             print_dispatch(&d, args.json)?;
             return Ok(());
         }

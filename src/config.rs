@@ -86,6 +86,14 @@ pub struct Config {
     /// Bearer token of `/api/v1` (`HERALD_API_TOKEN`). Without one the API refuses every
     /// request, except in sandbox mode, where it is `herald-sandbox-api-token`.
     pub api_token: Option<Secret>,
+    /// Inbound keywords that opt a contact out of marketing templates, or back in
+    /// (`HERALD_OPT_OUT_KEYWORDS`, `HERALD_OPT_IN_KEYWORDS`, comma-separated).
+    pub opt_out_keywords: crate::domain::OptOutKeywords,
+    /// The WhatsApp Business Account whose templates are synced from the Graph API
+    /// (`WHATSAPP_BUSINESS_ACCOUNT_ID`; with an access token).
+    pub business_account_id: Option<String>,
+    /// How often the template catalog is synced from the Graph API.
+    pub template_sync_interval: Duration,
 }
 
 /// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
@@ -196,6 +204,23 @@ impl Config {
                 None if access_token_set => None,
                 None => Some(Secret::new(SANDBOX_API_TOKEN)),
             },
+            opt_out_keywords: crate::domain::OptOutKeywords::parse(
+                &var("HERALD_OPT_OUT_KEYWORDS")
+                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_OUT.into()),
+                &var("HERALD_OPT_IN_KEYWORDS")
+                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_IN.into()),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}")
+            })?,
+            business_account_id: var("WHATSAPP_BUSINESS_ACCOUNT_ID"),
+            template_sync_interval: match var("HERALD_TEMPLATE_SYNC_INTERVAL") {
+                None => Duration::from_secs(15 * 60),
+                Some(v) => crate::domain::HumanDuration::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("HERALD_TEMPLATE_SYNC_INTERVAL: {e}"))?
+                    .get()
+                    .max(Duration::from_secs(1)),
+            },
         })
     }
 
@@ -249,5 +274,32 @@ mod tests {
     fn a_bad_listen_address_names_the_variable() {
         let err = config(&[("HERALD_LISTEN", "nope")]).unwrap_err();
         assert!(err.to_string().contains("HERALD_LISTEN"));
+    }
+
+    #[test]
+    fn opt_out_keywords_and_the_template_sync_are_configurable_and_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.opt_out_keywords, crate::domain::OptOutKeywords::default());
+        assert_eq!(c.business_account_id, None);
+        assert_eq!(c.template_sync_interval, Duration::from_secs(900));
+        let c = config(&[
+            ("HERALD_OPT_OUT_KEYWORDS", "baja"),
+            ("WHATSAPP_BUSINESS_ACCOUNT_ID", "102290129340398"),
+            ("HERALD_TEMPLATE_SYNC_INTERVAL", "5m"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.opt_out_keywords.decide("text", Some("Baja")),
+            Some(crate::domain::OptOutChange::OptedOut)
+        );
+        assert_eq!(c.business_account_id.as_deref(), Some("102290129340398"));
+        assert_eq!(c.template_sync_interval, Duration::from_secs(300));
+        let err = config(&[("HERALD_OPT_IN_KEYWORDS", "stop")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_OPT_IN_KEYWORDS"), "{err}");
+        let err = config(&[("HERALD_TEMPLATE_SYNC_INTERVAL", "often")]).unwrap_err();
+        assert!(
+            err.to_string().contains("HERALD_TEMPLATE_SYNC_INTERVAL"),
+            "{err}"
+        );
     }
 }

@@ -23,5 +23,6 @@ pub mod runs;
 pub mod schedules;
 pub mod steps;
 pub mod telemetry;
+pub mod templates;
 pub mod worker;
 pub mod workflow;

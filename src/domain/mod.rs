@@ -2,12 +2,14 @@
 
 mod duration;
 mod event;
+mod opt_out;
 mod phone;
 mod schedule;
 mod template;
 
 pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
+pub use opt_out::{OptOutChange, OptOutKeywords};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
 pub use schedule::{CronExpr, TimeZone};
 pub use template::{LanguageCode, TemplateName};

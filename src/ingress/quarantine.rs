@@ -47,7 +47,12 @@ pub async fn list(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<Entry>> {
 }
 
 /// Parses and stores a quarantined body again. Events already stored are not stored twice.
-pub async fn replay(pool: &PgPool, bus: &Bus, id: Uuid) -> anyhow::Result<String> {
+pub async fn replay(
+    pool: &PgPool,
+    bus: &Bus,
+    id: Uuid,
+    keywords: &crate::domain::OptOutKeywords,
+) -> anyhow::Result<String> {
     let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM quarantine WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
@@ -57,7 +62,7 @@ pub async fn replay(pool: &PgPool, bus: &Bus, id: Uuid) -> anyhow::Result<String
     let result = match payload::parse(&body) {
         Err(e) => format!("still not understood: {e}"),
         Ok(parsed) => {
-            let stored = store::store_items(pool, &parsed.items)
+            let stored = store::store_items(pool, &parsed.items, keywords)
                 .await
                 .context("store replayed events")?;
             outbox::flush(bus, pool, &stored.outbox)

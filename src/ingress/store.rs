@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::payload::{InboundMessage, Item, QualityUpdate, StatusUpdate, TemplateStatusUpdate};
 use crate::{
     bus::{Destination, outbox::OutboxRow},
-    domain::{CloudEvent, EventType},
+    domain::{CloudEvent, EventType, OptOutKeywords},
 };
 
 #[derive(Debug, Default)]
@@ -24,20 +24,25 @@ pub struct Stored {
 /// Stores every item of one delivery atomically. Each item is stored by exactly one statement
 /// (CTEs), so a delivery of one item (the usual case) needs no BEGIN/COMMIT round trips: the
 /// statement commits on its own before it answers. Several items share one transaction.
-pub async fn store_items(pool: &PgPool, items: &[Item]) -> sqlx::Result<Stored> {
+/// `keywords` decide which inbound texts opt the contact out or back in.
+pub async fn store_items(
+    pool: &PgPool,
+    items: &[Item],
+    keywords: &OptOutKeywords,
+) -> sqlx::Result<Stored> {
     let mut stored = Stored::default();
     let mut duplicate_keys = Vec::new();
     match items {
         [] => {}
         [item] => {
             let mut conn = pool.acquire().await?;
-            store_item(&mut conn, item, &mut stored, &mut duplicate_keys).await?;
+            store_item(&mut conn, item, keywords, &mut stored, &mut duplicate_keys).await?;
             pending_of_duplicates(&mut conn, &duplicate_keys, &mut stored).await?;
         }
         _ => {
             let mut tx = pool.begin().await?;
             for item in items {
-                store_item(&mut tx, item, &mut stored, &mut duplicate_keys).await?;
+                store_item(&mut tx, item, keywords, &mut stored, &mut duplicate_keys).await?;
             }
             pending_of_duplicates(&mut tx, &duplicate_keys, &mut stored).await?;
             tx.commit().await?;
@@ -55,11 +60,12 @@ pub async fn store_items(pool: &PgPool, items: &[Item]) -> sqlx::Result<Stored> 
 async fn store_item(
     conn: &mut PgConnection,
     item: &Item,
+    keywords: &OptOutKeywords,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<()> {
     match item {
-        Item::Message(m) => store_message(conn, m, stored, duplicate_keys).await,
+        Item::Message(m) => store_message(conn, m, keywords, stored, duplicate_keys).await,
         Item::Status(s) => store_status(conn, s, stored, duplicate_keys).await,
         Item::TemplateStatus(t) => store_template_status(conn, t, stored, duplicate_keys).await,
         Item::QualityUpdate(q) => store_quality(conn, q, stored, duplicate_keys).await,
@@ -181,7 +187,9 @@ fn whatsapp_event(
 /// Parameters: $1 sender, $2 customer, $3 a new conversation id, $4 the message time, $5 the
 /// dedup key, $6/$7 the message_received event's id and body, $8..$11 the further events (id,
 /// type, dedup key, body), $12 whether each needs a new conversation, $13..$15 the contact's
-/// new id, phone and name, $16 the message_received type, $17 the outbox destination. The event bodies get the conversation's id as data.conversation_id.
+/// new id, phone and name, $16 the message_received type, $17 the outbox destination, $18 the
+/// opt-out keyword's decision (`opted_out`, `opted_in` or null: the contact's opt-out is set,
+/// cleared or kept). The event bodies get the conversation's id as data.conversation_id.
 /// Returns the outbox rows (id set) and the dedup keys of further events that were known
 /// (id null).
 const STORE_MESSAGE_SQL: &str = "
@@ -222,12 +230,14 @@ WITH conv AS (
   ORDER BY e.ord
   RETURNING id, destination, routing_key, body
 ), contact AS (
-  INSERT INTO contacts (id, customer_id, phone, name, last_seen_at)
-  SELECT $13, $2, $14, $15, $4 FROM ins_msg
+  INSERT INTO contacts (id, customer_id, phone, name, last_seen_at, opted_out)
+  SELECT $13, $2, $14, $15, $4, COALESCE($18::text = 'opted_out', false) FROM ins_msg
   ON CONFLICT (customer_id) DO UPDATE SET
     name = COALESCE(contacts.name, EXCLUDED.name),
     phone = COALESCE(contacts.phone, EXCLUDED.phone),
-    last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at)
+    last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
+    opted_out = CASE $18::text WHEN 'opted_out' THEN true WHEN 'opted_in' THEN false
+                ELSE contacts.opted_out END
 )
 SELECT id, destination, routing_key, body, NULL::text AS known FROM ob
 UNION ALL
@@ -244,15 +254,18 @@ type MessageRow = (
 async fn store_message(
     conn: &mut PgConnection,
     m: &InboundMessage,
+    keywords: &OptOutKeywords,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<()> {
     let key = format!("message:{}", m.wamid);
+    let opt_out = keywords.decide(&m.message_type, m.data.get("text").and_then(Value::as_str));
     // The window opens (or stays open) for 24 h from the message's own time. The events carry
     // this id until the statement puts in the conversation's (the same one when it started).
     let new_id = Uuid::now_v7();
     let mut data = m.data.clone();
     data.insert("conversation_id".into(), json!(new_id));
+    data.insert("opt_out".into(), json!(opt_out.map(|c| c.as_str())));
     let event = |event_type, data: &Map<String, Value>| {
         whatsapp_event(
             event_type,
@@ -302,8 +315,14 @@ async fn store_message(
         .bind(&m.contact_name)
         .bind(received.event_type.as_str())
         .bind(Destination::Events.as_str())
+        .bind(opt_out.map(|c| c.as_str()))
         .fetch_all(&mut *conn)
         .await?;
+    if let Some(change) = opt_out
+        && !rows.is_empty()
+    {
+        tracing::info!(customer = %m.customer_id, change = %change, "opt-out keyword");
+    }
     if rows.is_empty() {
         // Known already, or a concurrent delivery of the same message won.
         stored.duplicates += 1;
@@ -415,7 +434,19 @@ async fn store_template_status(
         Utc::now(),
         Value::Object(t.data.clone()),
     );
-    insert_event(conn, &event, &key, stored, duplicate_keys).await?;
+    let body = serde_json::to_value(&event).unwrap_or(Value::Null);
+    // The catalog's row moves with the event, when the event is new and changes the status.
+    let more = ", upd AS (
+           UPDATE templates SET status = $9, updated_at = now()
+           WHERE name = $10 AND language = $11 AND $9 IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
+         )";
+    let row = event_query(more, &event, &key, &body)
+        .bind(crate::templates::status_after_event(&t.event))
+        .bind(&t.template_name)
+        .bind(t.language.replace('-', "_"))
+        .fetch_optional(&mut *conn)
+        .await?;
+    record_event(row, &key, stored, duplicate_keys);
     Ok(())
 }
 

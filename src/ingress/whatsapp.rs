@@ -102,7 +102,13 @@ pub async fn receive(
             Err(db) => return unavailable("could not store the webhook", &db),
         }
     }
-    let stored = match store::store_items(&state.pool, &parsed.items).await {
+    let stored = match store::store_items(
+        &state.pool,
+        &parsed.items,
+        &state.config.opt_out_keywords,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(db) => return unavailable("could not store the events", &db),
     };

@@ -1,5 +1,5 @@
-//! WhatsApp Cloud API (Graph API) sends, and the sandbox that records instead of sending.
-//! The only module that knows the Graph API's JSON shapes and error codes.
+//! WhatsApp Cloud API (Graph API) sends, and the sandbox that records instead of sending; the
+//! WABA's template list. The only module that knows the Graph API's JSON shapes and error codes.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -285,6 +285,177 @@ impl GraphClient {
     }
 }
 
+/// One template of the WABA's list (`GET /{waba-id}/message_templates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedTemplate {
+    pub name: String,
+    /// `en_US` (a `-` is written `_`).
+    pub language: String,
+    /// `APPROVED`, `PENDING`, `REJECTED`, `PAUSED`, `DISABLED`, ...
+    pub status: String,
+    /// `MARKETING`, `UTILITY` or `AUTHENTICATION`.
+    pub category: String,
+    /// Positional body parameters (`{{1}}`..`{{n}}`): n.
+    pub body_parameters: usize,
+    /// Named body parameters (`{{name}}`), in order of appearance.
+    pub named_parameters: Vec<String>,
+}
+
+/// The template list could not be read (the last known catalog stays).
+#[derive(Debug, thiserror::Error)]
+#[error("template list: {0}")]
+pub struct ListTemplatesError(String);
+
+/// Templates per page asked of the Graph API.
+const TEMPLATE_PAGE_SIZE: usize = 100;
+/// A bound on the pages read in one sync (100 x 100 templates), against a paging loop.
+const MAX_TEMPLATE_PAGES: usize = 100;
+
+impl WhatsApp {
+    /// Every template of the WhatsApp Business Account `waba_id`, following the pages. The
+    /// sandbox has none to list.
+    pub async fn list_templates(
+        &self,
+        waba_id: &str,
+    ) -> Result<Vec<ListedTemplate>, ListTemplatesError> {
+        match self {
+            WhatsApp::Sandbox => Err(ListTemplatesError(
+                "the sandbox sender has no template list (set WHATSAPP_ACCESS_TOKEN)".into(),
+            )),
+            WhatsApp::Graph(client) => client.list_templates(waba_id).await,
+        }
+    }
+}
+
+impl GraphClient {
+    async fn list_templates(
+        &self,
+        waba_id: &str,
+    ) -> Result<Vec<ListedTemplate>, ListTemplatesError> {
+        let url = format!("{}/{}/message_templates", self.base_url, waba_id);
+        let limit = TEMPLATE_PAGE_SIZE.to_string();
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_TEMPLATE_PAGES {
+            let mut query = vec![
+                (
+                    "fields",
+                    "name,language,status,category,components,parameter_format",
+                ),
+                ("limit", limit.as_str()),
+            ];
+            if let Some(cursor) = &after {
+                query.push(("after", cursor.as_str()));
+            }
+            let page_url = reqwest::Url::parse_with_params(&url, &query)
+                .map_err(|e| ListTemplatesError(format!("bad Graph API URL: {e}")))?;
+            let response = self
+                .http
+                .get(page_url)
+                .bearer_auth(self.token.expose())
+                .send()
+                .await
+                .map_err(|e| {
+                    ListTemplatesError(format!("Graph API unreachable: {}", without_url(&e)))
+                })?;
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(|e| {
+                ListTemplatesError(format!("reading the answer: {}", without_url(&e)))
+            })?;
+            if !status.is_success() {
+                let (code, message) = parse_error_body(&bytes);
+                return Err(ListTemplatesError(format!(
+                    "Graph API answered HTTP {status}{}{}",
+                    code.map(|c| format!(" (code {c})")).unwrap_or_default(),
+                    message.map(|m| format!(": {m}")).unwrap_or_default()
+                )));
+            }
+            let page: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ListTemplatesError(format!("answer is not JSON: {e}")))?;
+            let (mut templates, next) = parse_template_page(&page).map_err(ListTemplatesError)?;
+            all.append(&mut templates);
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(all),
+            }
+        }
+        Err(ListTemplatesError(format!(
+            "more than {MAX_TEMPLATE_PAGES} pages; stopped"
+        )))
+    }
+}
+
+/// Reads one page of the template list: `{"data": [{name, language, status, category,
+/// components: [{type: "BODY", text}], parameter_format?}], "paging": {"cursors": {"after"},
+/// "next"?}}`. Returns the templates and the cursor of the next page (only when `next` says
+/// there is one). Entries without a name or language are skipped.
+pub fn parse_template_page(page: &Value) -> Result<(Vec<ListedTemplate>, Option<String>), String> {
+    let data = page
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or("the answer has no `data` list")?;
+    let text = |t: &Value, key: &str| t.get(key).and_then(Value::as_str).map(str::to_string);
+    let templates = data
+        .iter()
+        .filter_map(|t| {
+            let name = text(t, "name")?;
+            let language = text(t, "language")?.replace('-', "_");
+            let body = t
+                .get("components")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.eq_ignore_ascii_case("body"))
+                })
+                .and_then(|c| text(c, "text"))
+                .unwrap_or_default();
+            let (body_parameters, named_parameters) = body_placeholders(&body);
+            Some(ListedTemplate {
+                name,
+                language,
+                status: text(t, "status").unwrap_or_default().to_ascii_uppercase(),
+                category: text(t, "category").unwrap_or_default().to_ascii_uppercase(),
+                body_parameters,
+                named_parameters,
+            })
+        })
+        .collect();
+    let next = page
+        .get("paging")
+        .filter(|p| p.get("next").and_then(Value::as_str).is_some())
+        .and_then(|p| p.get("cursors"))
+        .and_then(|c| c.get("after"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((templates, next))
+}
+
+/// The body's placeholders: `{{1}}`..`{{n}}` give (n, []), `{{name}}` give (0, [names...]).
+fn body_placeholders(body: &str) -> (usize, Vec<String>) {
+    let mut numbers = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let inner = after[..end].trim();
+        if let Ok(n) = inner.parse::<usize>() {
+            numbers.push(n);
+        } else if !inner.is_empty() && !names.iter().any(|n| n == inner) {
+            names.push(inner.to_string());
+        }
+        rest = &after[end + 2..];
+    }
+    if names.is_empty() {
+        (numbers.into_iter().max().unwrap_or(0), names)
+    } else {
+        (0, names)
+    }
+}
+
 /// reqwest's errors name the URL; the URL is not secret, but keep messages short.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -463,5 +634,52 @@ mod tests {
         assert_eq!(classify(None, 503), ErrorClass::ProviderError);
         assert_eq!(classify(None, 429), ErrorClass::RateLimited);
         assert_eq!(parse_error_body(b"<html>"), (None, None));
+    }
+
+    #[test]
+    fn a_template_list_page_gives_names_statuses_categories_and_body_parameters() {
+        let page = json!({
+            "data": [
+                {"name": "welcome_message", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
+                 "components": [{"type": "HEADER", "format": "TEXT", "text": "Hi {{1}}"},
+                                {"type": "BODY", "text": "Hello {{1}}, your order {{2}} ships on {{2}}."}],
+                 "id": "1"},
+                {"name": "conversation_ack", "language": "pt-BR", "status": "PAUSED", "category": "MARKETING",
+                 "parameter_format": "NAMED",
+                 "components": [{"type": "BODY", "text": "Oi {{ name }}, recebemos \"{{first_message}}\" {{name}}"}]},
+                {"name": "no_body", "language": "de", "status": "REJECTED", "category": "authentication",
+                 "components": []},
+                {"language": "en_US", "status": "APPROVED"}
+            ],
+            "paging": {"cursors": {"before": "QVFI", "after": "QVFIUm"},
+                       "next": "https://graph.facebook.com/v24.0/102290129340398/message_templates?after=QVFIUm"}
+        });
+        let (templates, next) = parse_template_page(&page).unwrap();
+        assert_eq!(next.as_deref(), Some("QVFIUm"));
+        assert_eq!(templates.len(), 3, "the entry without a name is skipped");
+        assert_eq!(
+            templates[0],
+            ListedTemplate {
+                name: "welcome_message".into(),
+                language: "en_US".into(),
+                status: "APPROVED".into(),
+                category: "UTILITY".into(),
+                body_parameters: 2,
+                named_parameters: vec![],
+            }
+        );
+        assert_eq!(templates[1].language, "pt_BR");
+        assert_eq!(templates[1].named_parameters, ["name", "first_message"]);
+        assert_eq!(templates[1].body_parameters, 0);
+        assert_eq!(templates[2].category, "AUTHENTICATION");
+        assert_eq!(templates[2].body_parameters, 0);
+    }
+
+    #[test]
+    fn the_last_page_has_no_next_cursor_and_a_page_without_data_is_refused() {
+        let last = json!({"data": [], "paging": {"cursors": {"before": "a", "after": "b"}}});
+        assert_eq!(parse_template_page(&last).unwrap(), (vec![], None));
+        let err = parse_template_page(&json!({"error": {"code": 100}})).unwrap_err();
+        assert!(err.contains("no `data`"), "{err}");
     }
 }

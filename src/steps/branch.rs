@@ -14,6 +14,9 @@ use crate::workflow::Condition;
 pub struct Branch {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// Tried in order.
     pub when: Vec<When>,
     /// Steps when no condition is true.
@@ -42,6 +45,10 @@ impl Step for Branch {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn repeatable(&self) -> bool {

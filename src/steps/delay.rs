@@ -15,6 +15,9 @@ use crate::{domain::HumanDuration, workflow::Text};
 pub struct Delay {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// How long to wait: `90s`, `10m`, `2h`, `3d`.
     #[serde(default)]
     pub duration: Option<HumanDuration>,
@@ -35,6 +38,10 @@ impl Step for Delay {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn repeatable(&self) -> bool {

@@ -22,6 +22,9 @@ use crate::{
 pub struct GenerateAiResponse {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// The assistant's name in the assistants file (`HERALD_ASSISTANTS`); checked when the step runs.
     pub assistant: String,
     /// The new message for the assistant, e.g. `{{ trigger.text }}`.
@@ -53,6 +56,10 @@ impl Step for GenerateAiResponse {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {

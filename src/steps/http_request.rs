@@ -34,6 +34,7 @@ const EXCERPT_CHARS: usize = 300;
 #[serde(try_from = "Spec")]
 pub struct HttpRequest {
     id: Option<String>,
+    retry: Option<super::RetryPolicy>,
     method: Method,
     url: UrlTemplate,
     headers: Vec<(HeaderName, Text)>,
@@ -60,6 +61,9 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 pub struct Spec {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// GET (default), POST, PUT, PATCH or DELETE.
     #[serde(default)]
     pub method: Method,
@@ -107,6 +111,7 @@ impl TryFrom<Spec> for HttpRequest {
         }
         Ok(HttpRequest {
             id: spec.id,
+            retry: spec.retry,
             method: spec.method,
             url: spec.url,
             headers,
@@ -352,6 +357,10 @@ impl Step for HttpRequest {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {

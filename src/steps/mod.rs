@@ -195,14 +195,48 @@ pub struct Services {
     pub lease: Duration,
 }
 
-/// How often and how long apart a failed step is tried again.
+/// How often and how long apart a failed step is tried again. Written on a step, a workflow,
+/// or globally (`HERALD_RETRY_ATTEMPTS`, `HERALD_RETRY_WAIT`); the step's wins, then the
+/// workflow's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included (2 = one retry). Rate limits do not count (up to 20).
+    /// Attempts in all, the first included (2 = one retry; 0 and 1: no retry), at most 100.
+    /// Rate limits do not count (up to 20).
+    #[schemars(range(max = 100))]
     pub attempts: u32,
-    /// The wait before each retry (`60s`); a provider's Retry-After wins for rate limits.
+    /// The wait before each retry (`60s`, at least 1s); a provider's Retry-After wins for
+    /// rate limits.
     pub wait: crate::domain::HumanDuration,
+}
+
+impl RetryPolicy {
+    /// The most attempts a policy may ask for.
+    pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// What serde cannot check, run when the workflow loads.
+    pub fn check(&self) -> Result<(), String> {
+        if self.attempts > Self::MAX_ATTEMPTS {
+            return Err(format!(
+                "retry: attempts {} is more than {}",
+                self.attempts,
+                Self::MAX_ATTEMPTS
+            ));
+        }
+        if self.wait.get() < Duration::from_secs(1) {
+            return Err(format!("retry: wait {} is shorter than 1s", self.wait));
+        }
+        Ok(())
+    }
+
+    /// The policy for a step: its own, else its workflow's, else the global one.
+    pub fn for_step(
+        step: Option<RetryPolicy>,
+        workflow: Option<RetryPolicy>,
+        global: RetryPolicy,
+    ) -> RetryPolicy {
+        step.or(workflow).unwrap_or(global)
+    }
 }
 
 /// One step's view of its run.
@@ -278,6 +312,8 @@ pub trait Step: Send + Sync {
     /// The rendered input, recorded before `execute` runs.
     type Input: Serialize + Send + Sync;
     fn id(&self) -> Option<&str>;
+    /// The step's own retry policy (`retry:`), which wins over the workflow's and the global one.
+    fn retry(&self) -> Option<RetryPolicy>;
     /// Variables -> typed input. Pure: no I/O.
     fn render(&self, ctx: &StepContext<'_>) -> Result<Self::Input, StepError>;
     /// Nested step lists (a branch's arms, a wait's timeout steps), in arm order.
@@ -400,6 +436,9 @@ macro_rules! registry {
             pub fn id(&self) -> Option<&str> {
                 match self { $(StepKind::$variant(s) => s.id(),)* }
             }
+            pub fn retry(&self) -> Option<RetryPolicy> {
+                match self { $(StepKind::$variant(s) => s.retry(),)* }
+            }
             pub fn arms(&self) -> Vec<&[StepKind]> {
                 match self { $(StepKind::$variant(s) => s.arms(),)* }
             }
@@ -475,6 +514,48 @@ mod tests {
         assert_eq!(
             StepError::new(ErrorClass::OptedOut, "x").to_json()["retryable"],
             false
+        );
+    }
+
+    #[test]
+    fn the_steps_retry_policy_wins_over_the_workflows_which_wins_over_the_global_one() {
+        let policy = |attempts, secs| RetryPolicy {
+            attempts,
+            wait: crate::domain::HumanDuration::from(Duration::from_secs(secs)),
+        };
+        let (step, workflow, global) = (policy(3, 1), policy(5, 30), policy(2, 60));
+        assert_eq!(
+            RetryPolicy::for_step(Some(step), Some(workflow), global),
+            step
+        );
+        assert_eq!(
+            RetryPolicy::for_step(None, Some(workflow), global),
+            workflow
+        );
+        assert_eq!(RetryPolicy::for_step(None, None, global), global);
+        assert_eq!(policy(0, 1).check(), Ok(()));
+        assert!(
+            policy(101, 1)
+                .check()
+                .unwrap_err()
+                .contains("more than 100")
+        );
+    }
+
+    #[test]
+    fn the_json_schema_offers_retry_on_every_step_type() {
+        let schema =
+            serde_json::to_value(schemars::schema_for!(crate::workflow::WorkflowSpec)).unwrap();
+        let defs = &schema["$defs"];
+        for step in ["SendText", "SendTemplate", "Delay", "Branch", "Notify"] {
+            assert_eq!(
+                defs[step]["properties"]["retry"]["anyOf"][0]["$ref"], "#/$defs/RetryPolicy",
+                "{step}"
+            );
+        }
+        assert_eq!(
+            defs["RetryPolicy"]["properties"]["attempts"]["maximum"],
+            100
         );
     }
 }

@@ -19,6 +19,9 @@ pub const MAX_TEXT_CHARS: usize = 40_000;
 pub struct Notify {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// The message; may contain variables.
     pub text: Text,
 }
@@ -43,6 +46,10 @@ impl Step for Notify {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {

@@ -33,6 +33,9 @@ pub const MAX_FOOTER_CHARS: usize = 60;
 pub struct SendFlowSpec {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// Our sender's phone_number_id; defaults to the one the trigger came in on.
     #[serde(default)]
     pub sender: Option<String>,
@@ -76,6 +79,7 @@ pub struct SendFlowSpec {
 #[serde(try_from = "SendFlowSpec")]
 pub struct SendFlow {
     pub id: Option<String>,
+    retry: Option<super::RetryPolicy>,
     pub sender: Option<String>,
     pub to: Recipient,
     pub flow: Flow,
@@ -165,6 +169,7 @@ impl TryFrom<SendFlowSpec> for SendFlow {
         };
         let step = SendFlow {
             id: spec.id,
+            retry: spec.retry,
             sender: spec.sender,
             to: spec.to,
             flow,
@@ -277,6 +282,10 @@ impl Step for SendFlow {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Box<Input>, StepError> {

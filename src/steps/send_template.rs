@@ -2,6 +2,8 @@
 //! (`{{1}}`, `{{2}}`, ...) or named body variables, an optional header parameter (text, image,
 //! video or document) and button parameters by index (quick-reply payloads, URL suffixes, a FLOW
 //! button with its `flow_token` and `flow_action_data`), all rendered from the run's data.
+//! Before the call to Meta the send is checked against the run-time template catalog (known,
+//! APPROVED, the right variables) and the recipient's opt-out (no MARKETING template).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,9 @@ pub const MAX_BUTTONS: usize = 10;
 pub struct SendTemplate {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// Our sender's phone_number_id; defaults to the one the trigger came in on.
     #[serde(default)]
     pub sender: Option<String>,
@@ -512,6 +517,54 @@ impl SendTemplate {
     }
 }
 
+impl SendTemplate {
+    /// Fails "Template not found" when the catalog has rows and this template is unknown, not
+    /// APPROVED or takes other variables; "Opted out" when it is a MARKETING template and the
+    /// recipient opted out. An empty catalog checks nothing (and knows no category).
+    async fn check_catalog_and_opt_out(
+        &self,
+        to: &PhoneNumber,
+        ctx: &StepContext<'_>,
+    ) -> Result<(), StepError> {
+        let facts = crate::templates::send_facts(
+            &ctx.services.pool,
+            self.template.as_str(),
+            self.language.as_str(),
+            to,
+        )
+        .await
+        .map_err(|e| {
+            StepError::new(
+                ErrorClass::ProviderError,
+                format!("read the template catalog and the contact's opt-out: {e}"),
+            )
+        })?;
+        if facts.catalog {
+            crate::workflow::catalog::check_send(
+                facts.template.as_ref(),
+                &self.template,
+                &self.language,
+                &self.variables,
+            )
+            .map_err(|reason| StepError::new(ErrorClass::TemplateNotFound, reason))?;
+        }
+        let marketing = facts
+            .template
+            .as_ref()
+            .is_some_and(|t| t.category.eq_ignore_ascii_case("marketing"));
+        if marketing && facts.opted_out {
+            return Err(StepError::new(
+                ErrorClass::OptedOut,
+                format!(
+                    "Opted out: {to} unsubscribed; the marketing template '{}' ({}) was not sent",
+                    self.template, self.language
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Step for SendTemplate {
     /// Boxed: the rendered message is large next to other steps' inputs.
@@ -519,6 +572,10 @@ impl Step for SendTemplate {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Box<Input>, StepError> {
@@ -536,6 +593,7 @@ impl Step for SendTemplate {
         input: Box<Input>,
         ctx: &StepContext<'_>,
     ) -> Result<StepOutput, StepError> {
+        self.check_catalog_and_opt_out(&input.to, ctx).await?;
         let request = request_body(&input.to, &input.message);
         let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
         let mut output = json!({

@@ -20,6 +20,9 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 pub struct SendText {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     #[serde(default)]
     pub sender: Option<String>,
     /// Recipient in E.164; defaults to `{{ trigger.customer_phone }}`.
@@ -42,6 +45,10 @@ impl Step for SendText {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {

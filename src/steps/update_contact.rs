@@ -26,6 +26,9 @@ pub struct UpdateContact(Spec);
 pub struct Spec {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// Which contact: a customer id (wa_id) or an E.164 number; default the run's customer.
     #[serde(default)]
     pub contact: Option<Text>,
@@ -152,6 +155,10 @@ impl Step for UpdateContact {
 
     fn id(&self) -> Option<&str> {
         self.0.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.0.retry
     }
 
     fn render(&self, ctx: &StepContext<'_>) -> Result<Input, StepError> {

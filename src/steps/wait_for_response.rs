@@ -16,6 +16,9 @@ use crate::domain::HumanDuration;
 pub struct WaitForResponse {
     #[serde(default)]
     pub id: Option<String>,
+    /// This step's retry policy (default: the workflow's `retry`, then the global one).
+    #[serde(default)]
+    pub retry: Option<super::RetryPolicy>,
     /// How long to wait (`10m`, `2h`, `3d`); without it the run waits for as long as it takes.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
@@ -35,6 +38,10 @@ impl Step for WaitForResponse {
 
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    fn retry(&self) -> Option<super::RetryPolicy> {
+        self.retry
     }
 
     fn repeatable(&self) -> bool {

@@ -310,7 +310,7 @@ pub async fn execute_job(
                     match retry_decision(
                         &mut tx,
                         job,
-                        workflow.retry.unwrap_or(services.retry),
+                        crate::steps::RetryPolicy::for_step(step.retry(), workflow.retry, services.retry),
                         error,
                     )
                     .await?

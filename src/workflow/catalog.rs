@@ -1,13 +1,17 @@
 //! The template catalog: the approved templates Herald knows (name, language, category, body
-//! parameters), from `templates.yaml`. `herald workflows validate` checks `send_template` steps
-//! against it when the file exists.
+//! parameters, status), from `templates.yaml`. `herald workflows validate` checks `send_template`
+//! steps against it when the file exists; at run time the same entries seed the `templates` table
+//! (see `crate::templates`), where sends are checked with [`check_send`].
 
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::domain::{LanguageCode, TemplateName};
+use crate::{
+    domain::{LanguageCode, TemplateName},
+    steps::send_template::Variables,
+};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +35,83 @@ pub struct TemplateSpec {
     /// The body text as approved, for reference.
     #[serde(default)]
     pub body: Option<String>,
+    /// The template's status at Meta (default APPROVED): only approved templates are sent.
+    #[serde(default)]
+    pub status: TemplateStatus,
 }
+
+/// A template's review status, as Meta spells it (`approved` is read as `APPROVED` too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TemplateStatus {
+    #[default]
+    Approved,
+    Pending,
+    Rejected,
+    Paused,
+    Disabled,
+    Flagged,
+    InAppeal,
+    PendingDeletion,
+    Deleted,
+    Archived,
+    Locked,
+    LimitExceeded,
+}
+
+impl TemplateStatus {
+    const ALL: [TemplateStatus; 12] = [
+        TemplateStatus::Approved,
+        TemplateStatus::Pending,
+        TemplateStatus::Rejected,
+        TemplateStatus::Paused,
+        TemplateStatus::Disabled,
+        TemplateStatus::Flagged,
+        TemplateStatus::InAppeal,
+        TemplateStatus::PendingDeletion,
+        TemplateStatus::Deleted,
+        TemplateStatus::Archived,
+        TemplateStatus::Locked,
+        TemplateStatus::LimitExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateStatus::Approved => "APPROVED",
+            TemplateStatus::Pending => "PENDING",
+            TemplateStatus::Rejected => "REJECTED",
+            TemplateStatus::Paused => "PAUSED",
+            TemplateStatus::Disabled => "DISABLED",
+            TemplateStatus::Flagged => "FLAGGED",
+            TemplateStatus::InAppeal => "IN_APPEAL",
+            TemplateStatus::PendingDeletion => "PENDING_DELETION",
+            TemplateStatus::Deleted => "DELETED",
+            TemplateStatus::Archived => "ARCHIVED",
+            TemplateStatus::Locked => "LOCKED",
+            TemplateStatus::LimitExceeded => "LIMIT_EXCEEDED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let wanted = raw.trim().to_ascii_uppercase();
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("'{raw}' is not a template status ({})", names.join(", "))
+            })
+    }
+}
+
+impl TryFrom<String> for TemplateStatus {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        TemplateStatus::parse(&value)
+    }
+}
+
+crate::string_schema!(TemplateStatus);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +119,95 @@ pub enum Category {
     Marketing,
     Utility,
     Authentication,
+}
+
+impl Category {
+    /// As Meta spells it (and the `templates` table stores it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Marketing => "MARKETING",
+            Category::Utility => "UTILITY",
+            Category::Authentication => "AUTHENTICATION",
+        }
+    }
+}
+
+/// A template as the run-time catalog knows it (a `templates` row).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KnownTemplate {
+    pub category: String,
+    pub status: String,
+    pub body_parameters: i32,
+    pub named_parameters: Vec<String>,
+}
+
+/// Why the body variables a step gives do not fit a template with `body_parameters` positional
+/// or `named` named parameters; `None` when they fit.
+pub fn variables_mismatch(
+    body_parameters: usize,
+    named: &[String],
+    given: &Variables,
+) -> Option<String> {
+    match given {
+        Variables::Positional(list) if list.len() != body_parameters || !named.is_empty() => {
+            Some(if named.is_empty() {
+                format!(
+                    "takes {body_parameters} body variables, the step gives {}",
+                    list.len()
+                )
+            } else {
+                format!(
+                    "takes the named variables {named:?}, the step gives {} positional",
+                    list.len()
+                )
+            })
+        }
+        Variables::Named(map) => {
+            let mut given: Vec<&String> = map.keys().collect();
+            let mut wanted: Vec<&String> = named.iter().collect();
+            given.sort();
+            wanted.sort();
+            (given != wanted).then(|| {
+                if named.is_empty() {
+                    format!(
+                        "takes {body_parameters} body variables, the step gives the named {given:?}"
+                    )
+                } else {
+                    format!("takes the named variables {wanted:?}, the step gives {given:?}")
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The run-time check of a send against the catalog: the template must be known, APPROVED,
+/// and take exactly the variables given. The error says which; it reads as "Template not found".
+pub fn check_send(
+    known: Option<&KnownTemplate>,
+    name: &TemplateName,
+    language: &LanguageCode,
+    given: &Variables,
+) -> Result<(), String> {
+    let Some(known) = known else {
+        return Err(format!(
+            "Template not found: '{name}' ({language}) is unknown to the template catalog"
+        ));
+    };
+    if known.status != TemplateStatus::Approved.as_str() {
+        return Err(format!(
+            "Template not found: '{name}' ({language}) has status {}, not APPROVED",
+            known.status
+        ));
+    }
+    let count = usize::try_from(known.body_parameters).unwrap_or_default();
+    match variables_mismatch(count, &known.named_parameters, given) {
+        Some(reason) => Err(format!(
+            "Template not found: '{name}' ({language}) {}",
+            reason.replacen("takes", "expects", 1)
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Catalog {
@@ -89,5 +258,96 @@ mod tests {
         assert!(
             serde_saphyr::from_str::<Catalog>(&good.replace("body_parameters", "colour")).is_err()
         );
+    }
+
+    fn known(status: &str, count: i32, named: &[&str]) -> KnownTemplate {
+        KnownTemplate {
+            category: "UTILITY".into(),
+            status: status.into(),
+            body_parameters: count,
+            named_parameters: named.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn positional(n: usize) -> Variables {
+        Variables::Positional(
+            (0..n)
+                .map(|i| crate::workflow::Text::parse(&format!("v{i}")).unwrap())
+                .collect(),
+        )
+    }
+
+    fn named(names: &[&str]) -> Variables {
+        Variables::Named(
+            names
+                .iter()
+                .map(|n| (n.to_string(), crate::workflow::Text::parse("x").unwrap()))
+                .collect(),
+        )
+    }
+
+    fn check(known: Option<&KnownTemplate>, given: &Variables) -> Result<(), String> {
+        check_send(
+            known,
+            &TemplateName::parse("order_update").unwrap(),
+            &LanguageCode::parse("pt_BR").unwrap(),
+            given,
+        )
+    }
+
+    #[test]
+    fn an_approved_template_with_the_right_variables_passes_the_send_check() {
+        assert_eq!(
+            check(Some(&known("APPROVED", 2, &[])), &positional(2)),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                Some(&known("APPROVED", 0, &["name", "day"])),
+                &named(&["day", "name"])
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_send_check_says_whether_the_template_is_unknown_not_approved_or_takes_other_variables() {
+        assert_eq!(
+            check(None, &positional(0)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) is unknown to the template catalog"
+        );
+        assert_eq!(
+            check(Some(&known("PAUSED", 0, &[])), &positional(0)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) has status PAUSED, not APPROVED"
+        );
+        assert_eq!(
+            check(Some(&known("APPROVED", 2, &[])), &positional(1)).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) expects 2 body variables, the step gives 1"
+        );
+        assert_eq!(
+            check(Some(&known("APPROVED", 0, &["name"])), &named(&["nome"])).unwrap_err(),
+            "Template not found: 'order_update' (pt_BR) expects the named variables [\"name\"], the step gives [\"nome\"]"
+        );
+        let err = check(Some(&known("APPROVED", 0, &["name"])), &positional(1)).unwrap_err();
+        assert!(
+            err.contains("expects the named variables [\"name\"]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_catalog_status_is_optional_defaults_to_approved_and_is_checked() {
+        let base = "templates:\n  - name: promo\n    language: en_US\n    category: marketing\n";
+        let c: Catalog = serde_saphyr::from_str(base).unwrap();
+        assert_eq!(c.templates[0].status, TemplateStatus::Approved);
+        let c: Catalog = serde_saphyr::from_str(&format!("{base}    status: paused\n")).unwrap();
+        assert_eq!(c.templates[0].status.as_str(), "PAUSED");
+        let c: Catalog =
+            serde_saphyr::from_str(&format!("{base}    status: PENDING_DELETION\n")).unwrap();
+        assert_eq!(c.templates[0].status, TemplateStatus::PendingDeletion);
+        let err = serde_saphyr::from_str::<Catalog>(&format!("{base}    status: sleepy\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'sleepy' is not a template status"), "{err}");
     }
 }

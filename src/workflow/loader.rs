@@ -76,6 +76,13 @@ fn step_lines(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The line of the workflow's own top-level `retry:`.
+fn retry_line(text: &str) -> Option<u64> {
+    text.lines()
+        .position(|l| l.starts_with("retry:"))
+        .map(|i| i as u64 + 1)
+}
+
 /// Every `steps.<id>` reference in the text, with its line.
 fn step_references(text: &str) -> Vec<(u64, String)> {
     let mut refs = Vec::new();
@@ -130,6 +137,9 @@ pub fn parse_workflow_with(
     if spec.steps.is_empty() {
         errors.push(err(None, "a workflow needs at least one step".into()));
     }
+    if let Some(Err(reason)) = spec.retry.map(|r| r.check()) {
+        errors.push(err(retry_line(text), reason));
+    }
     let schedule = spec.trigger.event == EventType::Schedule;
     if schedule && spec.trigger.cron.is_none() {
         errors.push(err(
@@ -176,6 +186,18 @@ pub fn parse_workflow_with(
         }
         if let Err(reason) = step.kind.check() {
             errors.push(err(line_of(index), format!("step '{}': {reason}", step.id)));
+        }
+        if let Some(Err(reason)) = step.kind.retry().map(|r| r.check()) {
+            // The step's own `retry:` line: after its first line, before the next step's.
+            let line = line_of(index).map(|first| {
+                let end = line_of(index + 1).unwrap_or(u64::MAX);
+                text.lines()
+                    .enumerate()
+                    .map(|(i, l)| (i as u64 + 1, l))
+                    .find(|(n, l)| *n > first && *n < end && l.trim_start().starts_with("retry:"))
+                    .map_or(first, |(n, _)| n)
+            });
+            errors.push(err(line, format!("step '{}': {reason}", step.id)));
         }
         if let (Some(catalog), StepKind::SendTemplate(t)) = (catalog, &step.kind)
             && let Some(reason) = check_template(catalog, t)
@@ -225,43 +247,18 @@ fn check_template(
     catalog: &Catalog,
     step: &crate::steps::send_template::SendTemplate,
 ) -> Option<String> {
-    use crate::steps::send_template::Variables;
     let Some(spec) = catalog.find(&step.template, &step.language) else {
         return Some(format!(
             "Template not found: '{}' ({}) is not in the template catalog",
             step.template, step.language
         ));
     };
-    match &step.variables {
-        Variables::Positional(list)
-            if list.len() != spec.body_parameters || !spec.named_parameters.is_empty() =>
-        {
-            Some(format!(
-                "template '{}' ({}) takes {} body variables, the step gives {}",
-                step.template,
-                step.language,
-                if spec.named_parameters.is_empty() {
-                    spec.body_parameters.to_string()
-                } else {
-                    format!("the named {:?}", spec.named_parameters)
-                },
-                list.len()
-            ))
-        }
-        Variables::Named(map) => {
-            let mut given: Vec<&String> = map.keys().collect();
-            let mut wanted: Vec<&String> = spec.named_parameters.iter().collect();
-            given.sort();
-            wanted.sort();
-            (given != wanted).then(|| {
-                format!(
-                    "template '{}' ({}) takes the named variables {:?}, the step gives {:?}",
-                    step.template, step.language, wanted, given
-                )
-            })
-        }
-        _ => None,
-    }
+    super::catalog::variables_mismatch(
+        spec.body_parameters,
+        &spec.named_parameters,
+        &step.variables,
+    )
+    .map(|reason| format!("template '{}' ({}) {reason}", step.template, step.language))
 }
 
 pub fn load_file(path: &Path, catalog: Option<&Catalog>) -> Result<Workflow, Vec<LoadError>> {
@@ -469,6 +466,99 @@ steps:
             errs[0].reason.contains("Invalid phone number"),
             "{}",
             errs[0]
+        );
+    }
+
+    #[test]
+    fn a_step_may_set_its_own_retry_policy() {
+        let text = GOOD.replace(
+            "      id: thanks\n",
+            "      id: thanks\n      retry: { attempts: 3, wait: 30s }\n",
+        );
+        let w = parse(&text).unwrap();
+        let policy = w.steps[1].kind.retry().unwrap();
+        assert_eq!(policy.attempts, 3);
+        assert_eq!(policy.wait.get(), std::time::Duration::from_secs(30));
+        assert_eq!(w.steps[0].kind.retry(), None);
+        let none = GOOD.replace(
+            "      id: thanks\n",
+            "      id: thanks\n      retry: { attempts: 0, wait: 1s }\n",
+        );
+        assert_eq!(
+            parse(&none).unwrap().steps[1]
+                .kind
+                .retry()
+                .unwrap()
+                .attempts,
+            0
+        );
+    }
+
+    #[test]
+    fn a_bad_step_retry_policy_is_reported_with_the_steps_line() {
+        for (retry, expected) in [
+            (
+                "{ attempts: 500, wait: 30s }",
+                "step 'thanks': retry: attempts 500 is more than 100",
+            ),
+            (
+                "{ attempts: 2, wait: 0s }",
+                "step 'thanks': retry: wait 0s is shorter than 1s",
+            ),
+            ("{ attempts: 2, wait: soon }", "bad duration 'soon'"),
+            ("{ attempts: -1, wait: 1s }", "invalid u32"),
+            ("{ attempts: 2 }", "wait"),
+            ("{ attempts: 2, wait: 1s, jitter: 1s }", "jitter"),
+        ] {
+            let text = GOOD.replace(
+                "      id: thanks\n",
+                &format!("      id: thanks\n      retry: {retry}\n"),
+            );
+            let errs = parse(&text).unwrap_err();
+            let shown = errs[0].to_string();
+            assert!(shown.contains(expected), "{retry}: {shown}");
+            assert!(
+                errs[0].line == Some(13),
+                "{retry}: the retry's line: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_workflow_retry_policy_is_reported_with_its_line() {
+        let text = GOOD.replace("steps:\n", "retry: { attempts: 101, wait: 1m }\nsteps:\n");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs[0].line, Some(6), "{}", errs[0]);
+        assert!(
+            errs[0].reason.contains("attempts 101 is more than 100"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn the_opt_out_example_runs_only_for_keyword_messages_and_the_ai_reply_skips_them() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let confirm = load_file(&root.join("opt-out-confirmation.yaml"), None).unwrap();
+        let ai = load_file(&root.join("ai-auto-reply.yaml"), None).unwrap();
+        let data = |opt_out: serde_json::Value| serde_json::json!({"trigger": {"message_type": "text", "text": "STOP", "opt_out": opt_out}});
+        let filter = |w: &Workflow| w.trigger.filter.clone().unwrap();
+        assert_eq!(
+            filter(&confirm).evaluate(&data("opted_out".into())),
+            Ok(true)
+        );
+        assert_eq!(
+            filter(&confirm).evaluate(&data("opted_in".into())),
+            Ok(true)
+        );
+        assert_eq!(
+            filter(&confirm).evaluate(&data(serde_json::Value::Null)),
+            Ok(false)
+        );
+        assert_eq!(filter(&ai).evaluate(&data("opted_out".into())), Ok(false));
+        assert_eq!(
+            filter(&ai).evaluate(&data(serde_json::Value::Null)),
+            Ok(true)
         );
     }
 }

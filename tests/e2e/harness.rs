@@ -44,6 +44,8 @@ pub struct Options {
     pub roles: Vec<Role>,
     /// `assistants.yaml` text (`HERALD_ASSISTANTS`); default: no assistants.
     pub assistants_yaml: Option<String>,
+    /// `templates.yaml` text (`HERALD_TEMPLATES`); default: none (no run-time template check).
+    pub templates_yaml: Option<String>,
 }
 
 pub struct TestApp {
@@ -262,6 +264,15 @@ pub async fn spawn_app(options: Options) -> TestApp {
     vars.insert(
         "HERALD_ASSISTANTS".into(),
         assistants_file.display().to_string(),
+    );
+    let templates_file = workflows_dir.join("config").join("templates.yaml");
+    if let Some(yaml) = &options.templates_yaml {
+        std::fs::create_dir_all(workflows_dir.join("config")).expect("config dir");
+        std::fs::write(&templates_file, yaml).expect("write templates file");
+    }
+    vars.insert(
+        "HERALD_TEMPLATES".into(),
+        templates_file.display().to_string(),
     );
     for (k, v) in options.env {
         vars.insert(k.to_string(), v);

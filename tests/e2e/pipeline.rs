@@ -280,9 +280,11 @@ async fn a_signed_malformed_body_is_quarantined_answered_200_and_can_be_replayed
 
     // Replaying stores nothing twice.
     let bus = herald::bus::Bus::new(&app.config());
-    let result = herald::ingress::quarantine::replay(&app.pool, &bus, qid.parse().unwrap())
-        .await
-        .unwrap();
+    let keywords = app.config().opt_out_keywords;
+    let result =
+        herald::ingress::quarantine::replay(&app.pool, &bus, qid.parse().unwrap(), &keywords)
+            .await
+            .unwrap();
     assert!(result.contains("0 new events"), "{result}");
     settle().await;
     assert_eq!(app.count("SELECT count(*) FROM runs").await, 1);
