@@ -18,6 +18,7 @@ pub mod ingress;
 pub mod matcher;
 pub mod providers;
 pub mod runs;
+pub mod senders;
 pub mod steps;
 pub mod telemetry;
 pub mod worker;

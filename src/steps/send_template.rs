@@ -537,7 +537,11 @@ impl Step for SendTemplate {
         ctx: &StepContext<'_>,
     ) -> Result<StepOutput, StepError> {
         let request = request_body(&input.to, &input.message);
-        let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
+        let receipt = ctx
+            .services
+            .senders
+            .send(&ctx.services.whatsapp, &input.sender, &input.to, &request)
+            .await?;
         let mut output = json!({
             "message_id": receipt.wamid,
             "to": input.to,

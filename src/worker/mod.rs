@@ -273,6 +273,23 @@ pub async fn execute_job(
                 Vec::new()
             }
         }
+        // Paced: the sender's next slot is far. Not an attempt: forget it, come back then.
+        Err(error) if error.deferred => {
+            sqlx::query(
+                "DELETE FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+            )
+            .bind(job.run_id)
+            .bind(job.step_index)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await
+            .context("forget deferred attempt")?;
+            let wait = error.retry_after.unwrap_or(Duration::from_secs(1));
+            tracing::debug!(run_id = %job.run_id, step = step_id, defer = ?wait, "send paced; step deferred");
+            let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+            Vec::new()
+        }
         Err(error) => {
             metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => "failed")
                 .increment(1);
