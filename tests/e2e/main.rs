@@ -11,4 +11,5 @@ mod pipeline;
 mod process;
 mod proxy;
 mod retries;
+mod senders;
 mod steps_misc;
