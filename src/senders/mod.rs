@@ -160,7 +160,10 @@ pub async fn set_status(
 }
 
 /// Records the display numbers of `senders.yaml`, so quality webhooks find their sender.
-pub async fn record_display_numbers(pool: &PgPool, numbers: &[(String, String)]) -> sqlx::Result<()> {
+pub async fn record_display_numbers(
+    pool: &PgPool,
+    numbers: &[(String, String)],
+) -> sqlx::Result<()> {
     for (id, display) in numbers {
         sqlx::query(
             "INSERT INTO senders (id, display_phone_number) VALUES ($1, $2)

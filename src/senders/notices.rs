@@ -11,7 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::providers::notify::Notifier;
 
-type NoticeRow = (i64, String, String, Option<String>, String, i32, DateTime<Utc>);
+type NoticeRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    i32,
+    DateTime<Utc>,
+);
 
 /// Sends every due notice (up to 20); returns how many were sent.
 pub async fn send_due(pool: &PgPool, notifier: &Notifier) -> anyhow::Result<usize> {
@@ -34,7 +42,12 @@ pub async fn send_due(pool: &PgPool, notifier: &Notifier) -> anyhow::Result<usiz
             other => format!("Herald: sender {sender}: {other} ({reason})"),
         };
         if attempts == 0 {
-            tracing::warn!(sender, reason, rating, "sender quality dropped; bulk dispatches paused");
+            tracing::warn!(
+                sender,
+                reason,
+                rating,
+                "sender quality dropped; bulk dispatches paused"
+            );
         }
         let fields = [
             ("sender", sender.clone()),
@@ -72,7 +85,12 @@ pub async fn send_due(pool: &PgPool, notifier: &Notifier) -> anyhow::Result<usiz
 }
 
 /// The scheduler's loop: notices every `interval`, idle pacing rows every few minutes.
-pub async fn run(pool: PgPool, notifier: Notifier, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    notifier: Notifier,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last_cleanup = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -80,12 +98,17 @@ pub async fn run(pool: PgPool, notifier: Notifier, interval: Duration, shutdown:
             _ = tokio::time::sleep(interval) => {}
         }
         if let Err(e) = send_due(&pool, &notifier).await {
-            tracing::warn!(error = format!("{e:#}"), "sender notices failed; will retry");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "sender notices failed; will retry"
+            );
         }
         if last_cleanup.elapsed() > Duration::from_secs(300) {
             last_cleanup = tokio::time::Instant::now();
             match super::pacing::forget_idle_pairs(&pool).await {
-                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "idle recipient pacing rows removed"),
+                Ok(n) if n > 0 => {
+                    tracing::debug!(forgotten = n, "idle recipient pacing rows removed")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not remove idle pacing rows"),
             }

@@ -160,7 +160,9 @@ impl SendersConfig {
             if let Some(display) = spec.display_phone_number {
                 let d = digits(&display);
                 if d.len() < 6 {
-                    anyhow::bail!("sender {id}: display_phone_number '{display}' has too few digits");
+                    anyhow::bail!(
+                        "sender {id}: display_phone_number '{display}' has too few digits"
+                    );
                 }
                 config.display_numbers.push((id, d));
             }
@@ -284,11 +286,20 @@ mod tests {
     fn mistakes_in_the_senders_file_are_refused_with_a_reason() {
         let cases = [
             ("senders:\n  - id: \"1\"\n    rate: 5\n", "unknown field"),
-            ("senders:\n  - id: \"1\"\n    recipient_gap: soon\n", "bad duration"),
-            ("senders:\n  - id: \"1\"\n    messages_per_second: 0\n", "bad rate"),
+            (
+                "senders:\n  - id: \"1\"\n    recipient_gap: soon\n",
+                "bad duration",
+            ),
+            (
+                "senders:\n  - id: \"1\"\n    messages_per_second: 0\n",
+                "bad rate",
+            ),
             ("senders:\n  - id: \"1\"\n  - id: \"1\"\n", "listed twice"),
             ("senders:\n  - id: \"a b\"\n", "not a phone_number_id"),
-            ("senders:\n  - id: \"1\"\n    recipient_burst: 0\n", "at least 1"),
+            (
+                "senders:\n  - id: \"1\"\n    recipient_burst: 0\n",
+                "at least 1",
+            ),
             (
                 "senders:\n  - id: \"1\"\n    display_phone_number: \"+1\"\n",
                 "too few digits",

@@ -58,9 +58,13 @@ fn tier_rank(raw: &str) -> Option<u32> {
 pub fn assess(event: &str, value: &Map<String, Value>) -> Assessment {
     let text = |k: &str| value.get(k).and_then(Value::as_str);
     let event_upper = event.trim().to_ascii_uppercase();
-    let reported = ["quality_rating", "current_quality_rating", "new_quality_rating"]
-        .iter()
-        .find_map(|k| text(k).and_then(rating));
+    let reported = [
+        "quality_rating",
+        "current_quality_rating",
+        "new_quality_rating",
+    ]
+    .iter()
+    .find_map(|k| text(k).and_then(rating));
     let previous = ["old_quality_rating", "previous_quality_rating"]
         .iter()
         .find_map(|k| text(k).and_then(rating));
