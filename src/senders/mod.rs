@@ -113,6 +113,17 @@ impl Senders {
                             tracing::warn!(sender, error = %err, "could not hold the sender's sends");
                         }
                     }
+                    (ErrorClass::RateLimited, Some(131056)) => {
+                        // The next slot of the pair is a full gap away, whatever the burst.
+                        let limit = self.limits.for_sender(sender);
+                        let gap = limit.recipient_gap.max(Duration::from_secs(6));
+                        let hold = gap * limit.recipient_burst.max(1);
+                        if let Err(err) =
+                            pacing::hold_recipient(&self.pool, sender, to.digits(), hold).await
+                        {
+                            tracing::warn!(sender, error = %err, "could not hold the recipient's sends");
+                        }
+                    }
                     _ => {}
                 }
                 Err(e.into())

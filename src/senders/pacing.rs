@@ -229,6 +229,28 @@ pub async fn hold_sender(pool: &PgPool, sender: &str, pause: Duration) -> sqlx::
     Ok(())
 }
 
+/// After Meta refused a send for the pair rate limit (131056): the pair's next free time moves
+/// to `hold` from now (the caller gives gap × burst, so the next slot is a full gap away).
+pub async fn hold_recipient(
+    pool: &PgPool,
+    sender: &str,
+    recipient: &str,
+    hold: Duration,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sender_pacing (sender_id, recipient, next_at)
+         VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+         ON CONFLICT (sender_id, recipient) DO UPDATE
+         SET next_at = greatest(sender_pacing.next_at, EXCLUDED.next_at)",
+    )
+    .bind(sender)
+    .bind(recipient)
+    .bind(hold.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Forgets pair rows whose gap ended long ago (they would only say "send now").
 pub async fn forget_idle_pairs(pool: &PgPool) -> sqlx::Result<u64> {
     let done = sqlx::query(
