@@ -98,6 +98,24 @@ pub async fn start(
         }
         None => WhatsApp::Sandbox,
     };
+    let senders_limits = crate::senders::Limit {
+        rate: config.sender_rate,
+        recipient_gap: config.recipient_gap,
+        recipient_burst: config.recipient_burst,
+    };
+    let senders_file = crate::senders::SendersConfig::load(&config.senders_file, senders_limits)?;
+    crate::senders::record_display_numbers(&pool, &senders_file.display_numbers)
+        .await
+        .context("record the display numbers of HERALD_SENDERS")?;
+    let senders = crate::senders::Senders::new(
+        pool.clone(),
+        crate::senders::Limits {
+            default: senders_limits,
+            senders: senders_file.limits,
+            max_wait: config.pacing_max_wait,
+            recheck: config.sender_recheck,
+        },
+    );
     let _ = telemetry::metrics();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -132,6 +150,15 @@ pub async fn start(
             workflows.clone(),
             dispatch_defaults(&config),
             config.dispatch_interval,
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::senders::notices::run(
+            pool.clone(),
+            crate::providers::notify::Notifier::new(
+                config.notify_webhook_url.clone(),
+                reqwest::Client::new(),
+            ),
+            config.timer_interval.max(Duration::from_millis(250)),
             shutdown.clone(),
         ));
     }
@@ -187,7 +214,8 @@ pub async fn start(
                 attempts: config.retry_attempts,
                 wait: crate::domain::HumanDuration::from(config.retry_wait),
             },
-            lease: slowest + Duration::from_secs(5),
+            lease: slowest + config.pacing_max_wait + Duration::from_secs(5),
+            senders: senders.clone(),
         };
         tasks.spawn(worker::run(
             services,

@@ -188,6 +188,15 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
         ),
         ("WHATSAPP_APP_SECRET", APP_SECRET.to_string()),
         ("WHATSAPP_API_BASE_URL", format!("http://{sink_addr}")),
+        // The bench measures Herald, not Meta's limits: the pacing statement still runs on
+        // every send, with a sender rate and no recipient gap that never hold one back (its
+        // 10,000 customers each get several messages per minute at full speed).
+        ("HERALD_SENDER_RATE", "10000".to_string()),
+        ("HERALD_RECIPIENT_GAP", "0s".to_string()),
+        (
+            "HERALD_SENDERS",
+            "/nonexistent/herald-bench-senders.yaml".to_string(),
+        ),
     ]);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let workflow =

@@ -1,4 +1,4 @@
-//! The `herald` command line: serve, migrate, workflows, simulate, runs, quarantine.
+//! The `herald` command line: serve, migrate, workflows, simulate, runs, quarantine, senders.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,32 @@ pub enum Command {
     Dispatches(DispatchesCommand),
     /// Measure throughput, latency and memory end to end (run as `RUST_LOG=warn herald bench`).
     Bench(crate::bench::BenchArgs),
+    /// Our WhatsApp senders: status, quality, paused dispatches.
+    #[command(subcommand)]
+    Senders(SendersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SendersCommand {
+    /// Every sender Herald knows, with status, quality and whether dispatches are paused.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One sender (its phone_number_id or display number).
+    Show {
+        sender: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume the sender's bulk dispatches after a quality pause.
+    Resume {
+        sender: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the sender's status by hand (connected, offline, disconnected, flagged, restricted).
+    SetStatus { sender: String, status: String },
 }
 
 #[derive(Args, Debug)]
@@ -266,7 +292,96 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Trigger(args) => trigger(&config, args).await,
         Command::Dispatches(cmd) => dispatches_command(&config, cmd).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Senders(cmd) => senders_command(&config, cmd).await,
     }
+}
+
+async fn senders_command(config: &Config, cmd: SendersCommand) -> anyhow::Result<()> {
+    use crate::senders;
+    let pool = db::connect(&config.database_url, 2).await?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    match cmd {
+        SendersCommand::List { json } => {
+            let list = senders::list(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20}  {:<14}  {:<12}  {:<8}  DISPATCHES",
+                "SENDER", "DISPLAY", "STATUS", "QUALITY"
+            );
+            for s in list {
+                println!(
+                    "{:<20}  {:<14}  {:<12}  {:<8}  {}",
+                    s.id,
+                    opt(&s.display_phone_number),
+                    s.status,
+                    opt(&s.quality_rating),
+                    if s.dispatch_paused {
+                        format!("paused: {}", opt(&s.paused_reason))
+                    } else {
+                        "running".into()
+                    }
+                );
+            }
+        }
+        SendersCommand::Show { sender, json } => {
+            let Some(s) = senders::show(&pool, &sender).await? else {
+                bail!("no sender '{sender}' (see `herald senders list`)");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            println!("sender      {}", s.id);
+            println!("display     {}", opt(&s.display_phone_number));
+            println!(
+                "status      {} ({}, since {})",
+                s.status,
+                opt(&s.status_detail),
+                s.status_changed_at
+                    .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            );
+            println!(
+                "quality     {} (last event {})",
+                opt(&s.quality_rating),
+                opt(&s.quality_event)
+            );
+            if s.dispatch_paused {
+                println!(
+                    "dispatches  paused since {}: {}",
+                    s.paused_at
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    opt(&s.paused_reason)
+                );
+            } else {
+                println!("dispatches  running");
+            }
+        }
+        SendersCommand::Resume { sender, json } => {
+            let done = senders::resume(&pool, &sender).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else if done.was_paused {
+                println!(
+                    "sender {}: bulk dispatches resumed (they were paused: {})",
+                    done.sender,
+                    opt(&done.paused_reason)
+                );
+            } else {
+                println!(
+                    "sender {}: bulk dispatches were not paused; nothing to do",
+                    done.sender
+                );
+            }
+        }
+        SendersCommand::SetStatus { sender, status } => {
+            senders::set_status_by_operator(&pool, &sender, &status).await?;
+            println!("sender {sender}: status {status}");
+        }
+    }
+    Ok(())
 }
 
 /// Loads the workflows (checked against the template catalog when `templates` exists) or fails

@@ -94,6 +94,18 @@ pub struct Config {
     pub business_account_id: Option<String>,
     /// How often the template catalog is synced from the Graph API.
     pub template_sync_interval: Duration,
+    /// Senders: messages per second of every sender (`HERALD_SENDER_RATE`, default 80), the
+    /// gap between two messages to one recipient once `recipient_burst` went out back to back
+    /// (`HERALD_RECIPIENT_GAP` 6s, `HERALD_RECIPIENT_BURST` 5), per-sender overrides
+    /// (`HERALD_SENDERS`, `senders.yaml`), the longest a send sleeps for its slot before it is
+    /// deferred (`HERALD_PACING_MAX_WAIT` 3s), and how often an offline sender is probed
+    /// (`HERALD_SENDER_RECHECK` 5m).
+    pub sender_rate: crate::senders::Rate,
+    pub recipient_gap: Duration,
+    pub recipient_burst: u32,
+    pub senders_file: PathBuf,
+    pub pacing_max_wait: Duration,
+    pub sender_recheck: Duration,
 }
 
 /// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
@@ -132,6 +144,14 @@ impl Config {
                 Some(v) => v
                     .parse()
                     .with_context(|| format!("{key}: '{v}' is not a whole number")),
+            }
+        };
+        let duration = |key: &str, default: Duration| -> anyhow::Result<Duration> {
+            match var(key) {
+                None => Ok(default),
+                Some(v) => Ok(crate::domain::HumanDuration::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?
+                    .get()),
             }
         };
         let log_json = match var("HERALD_LOG_FORMAT").as_deref() {
@@ -221,6 +241,21 @@ impl Config {
                     .get()
                     .max(Duration::from_secs(1)),
             },
+            sender_rate: match var("HERALD_SENDER_RATE") {
+                None => crate::senders::Rate::try_from(80.0).map_err(anyhow::Error::msg)?,
+                Some(v) => crate::senders::Rate::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("HERALD_SENDER_RATE: {e}"))?,
+            },
+            recipient_gap: duration("HERALD_RECIPIENT_GAP", Duration::from_secs(6))?,
+            recipient_burst: match number("HERALD_RECIPIENT_BURST", 5)? {
+                0 => bail!("HERALD_RECIPIENT_BURST: must be at least 1"),
+                n => n.min(10_000) as u32,
+            },
+            senders_file: var("HERALD_SENDERS")
+                .unwrap_or_else(|| "senders.yaml".into())
+                .into(),
+            pacing_max_wait: duration("HERALD_PACING_MAX_WAIT", Duration::from_secs(3))?,
+            sender_recheck: duration("HERALD_SENDER_RECHECK", Duration::from_secs(300))?,
         })
     }
 
@@ -268,6 +303,32 @@ mod tests {
         .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("tok-123") && !printed.contains("sec-456"));
+    }
+
+    #[test]
+    fn sender_limits_have_defaults_and_bad_values_name_the_variable() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.sender_rate.get(), 80.0);
+        assert_eq!(c.recipient_gap, Duration::from_secs(6));
+        assert_eq!(c.recipient_burst, 5);
+        let c = config(&[
+            ("HERALD_SENDER_RATE", "10"),
+            ("HERALD_RECIPIENT_GAP", "500ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.sender_rate.get(), 10.0);
+        assert_eq!(c.recipient_gap, Duration::from_millis(500));
+        for (key, value) in [
+            ("HERALD_SENDER_RATE", "0"),
+            ("HERALD_SENDER_RATE", "lots"),
+            ("HERALD_RECIPIENT_GAP", "6 seconds"),
+            ("HERALD_RECIPIENT_BURST", "0"),
+            ("HERALD_PACING_MAX_WAIT", "x"),
+            ("HERALD_SENDER_RECHECK", "5"),
+        ] {
+            let err = config(&[(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod matcher;
 pub mod providers;
 pub mod runs;
 pub mod schedules;
+pub mod senders;
 pub mod steps;
 pub mod telemetry;
 pub mod templates;

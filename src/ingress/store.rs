@@ -145,21 +145,6 @@ fn record_event(
     }
 }
 
-/// Inserts one event unless its dedup key is known, with its outbox row; one statement.
-async fn insert_event(
-    conn: &mut PgConnection,
-    event: &CloudEvent,
-    dedup_key: &str,
-    stored: &mut Stored,
-    duplicate_keys: &mut Vec<String>,
-) -> sqlx::Result<bool> {
-    let body = serde_json::to_value(event).unwrap_or(Value::Null);
-    let row = event_query("", event, dedup_key, &body)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(record_event(row, dedup_key, stored, duplicate_keys))
-}
-
 fn whatsapp_event(
     event_type: EventType,
     sender: &str,
@@ -471,6 +456,51 @@ async fn store_quality(
         q.time.unwrap_or_else(Utc::now),
         Value::Object(q.data.clone()),
     );
-    insert_event(conn, &event, &key, stored, duplicate_keys).await?;
+    let body = serde_json::to_value(&event).unwrap_or(Value::Null);
+    // With a new event only, in the same statement: the sender (found by its display number,
+    // else recorded under it) takes the rating; a drop (the event says so, or the rating is
+    // below the one recorded) pauses its dispatches and queues one notice for the team.
+    let assessment = crate::senders::quality::assess(&q.event, &q.data);
+    let rank = assessment
+        .rating
+        .and_then(crate::senders::quality::rating_rank);
+    let more = format!(
+        ", who AS (
+           SELECT coalesce((SELECT id FROM senders WHERE id = $9 OR display_phone_number = $9
+                            ORDER BY id = $9 DESC LIMIT 1), $9) AS id
+         ), judged AS (
+           SELECT who.id, $12 OR ($13::int IS NOT NULL AND $13::int < {}) AS dropped
+           FROM who LEFT JOIN senders s ON s.id = who.id
+         ), snd AS (
+           INSERT INTO senders AS s (id, display_phone_number, quality_rating, quality_event, quality_at,
+                                     dispatch_paused, paused_reason, paused_at, updated_at)
+           SELECT judged.id, $9, $10, $11, now(), judged.dropped,
+                  CASE WHEN judged.dropped THEN $14 END, CASE WHEN judged.dropped THEN now() END, now()
+           FROM judged WHERE EXISTS (SELECT 1 FROM ins)
+           ON CONFLICT (id) DO UPDATE SET
+             quality_rating = coalesce(EXCLUDED.quality_rating, s.quality_rating),
+             quality_event = EXCLUDED.quality_event, quality_at = now(),
+             dispatch_paused = s.dispatch_paused OR EXCLUDED.dispatch_paused,
+             paused_reason = CASE WHEN EXCLUDED.dispatch_paused THEN EXCLUDED.paused_reason ELSE s.paused_reason END,
+             paused_at = CASE WHEN EXCLUDED.dispatch_paused AND NOT s.dispatch_paused THEN now() ELSE s.paused_at END,
+             updated_at = now()
+           RETURNING s.id
+         ), notice AS (
+           INSERT INTO sender_notices (sender_id, event_id, kind, rating, reason)
+           SELECT snd.id, ins.id, 'quality_dropped', $10, $14
+           FROM snd, ins, judged WHERE judged.dropped
+         )",
+        crate::senders::quality::rating_rank_sql("s.quality_rating")
+    );
+    let row = event_query(&more, &event, &key, &body)
+        .bind(crate::senders::pacing::digits(&q.display_phone_number))
+        .bind(assessment.rating)
+        .bind(q.event.trim().to_ascii_uppercase())
+        .bind(assessment.dropped)
+        .bind(rank)
+        .bind(&assessment.reason)
+        .fetch_optional(&mut *conn)
+        .await?;
+    record_event(row, &key, stored, duplicate_keys);
     Ok(())
 }

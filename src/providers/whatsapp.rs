@@ -501,8 +501,12 @@ pub const ERROR_TABLE: &[(i64, ErrorClass)] = &[
     (132015, ErrorClass::TemplateNotFound),
     (132016, ErrorClass::TemplateNotFound),
     (131050, ErrorClass::OptedOut),
+    // The number cannot send until someone acts: not registered (133010), business account
+    // locked (131031), temporarily blocked for policy violations (368). The send path records
+    // the sender as offline / restricted so later sends fail fast (see `senders`).
     (133010, ErrorClass::SenderOffline),
     (131031, ErrorClass::SenderOffline),
+    (368, ErrorClass::SenderOffline),
 ];
 
 pub fn classify(code: Option<i64>, http_status: u16) -> ErrorClass {
@@ -626,6 +630,24 @@ mod tests {
         );
         let (code, _) = parse_error_body(missing);
         assert_eq!(classify(code, 404), ErrorClass::TemplateNotFound);
+    }
+
+    #[test]
+    fn numbers_that_cannot_send_are_sender_offline_code_by_code() {
+        for (code, status) in [(133010, 400), (131031, 400), (368, 403)] {
+            let body = format!(
+                r#"{{"error": {{"message": "(#{code}) refused", "type": "OAuthException", "code": {code}}}}}"#
+            );
+            let (parsed, message) = parse_error_body(body.as_bytes());
+            assert_eq!(parsed, Some(code));
+            assert_eq!(message.as_deref(), Some("refused"));
+            assert_eq!(
+                classify(parsed, status),
+                ErrorClass::SenderOffline,
+                "code {code}"
+            );
+        }
+        assert!(ErrorClass::SenderOffline.retryable());
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl From<LlmError> for StepError {
             http_status: e.http_status,
             retry_after: e.retry_after,
             permanent: false,
+            deferred: false,
         }
     }
 }

@@ -113,6 +113,10 @@ pub struct StepError {
     /// mistake, an answer that will not change).
     #[serde(skip)]
     pub permanent: bool,
+    /// Not a failure: the sender's next send slot is `retry_after` away, so the step is put
+    /// off (a durable timer) without recording an attempt.
+    #[serde(skip)]
+    pub deferred: bool,
 }
 
 impl StepError {
@@ -124,7 +128,19 @@ impl StepError {
             http_status: None,
             retry_after: None,
             permanent: false,
+            deferred: false,
         }
+    }
+
+    /// The send's slot is `after` away: run the step again then, without using an attempt.
+    pub fn deferred(after: Duration) -> Self {
+        let mut e = StepError::new(
+            ErrorClass::RateLimited,
+            format!("Rate limited: paced, next send slot in {after:?}"),
+        );
+        e.retry_after = Some(after);
+        e.deferred = true;
+        e
     }
 
     /// Marks the error as one no retry can fix.
@@ -173,6 +189,7 @@ impl From<SendError> for StepError {
             http_status: e.http_status,
             retry_after: e.retry_after,
             permanent: false,
+            deferred: false,
         }
     }
 }
@@ -193,6 +210,8 @@ pub struct Services {
     /// How long a recorded intent protects a step from being taken over by another worker:
     /// longer than any provider call can take.
     pub lease: Duration,
+    /// The one send path of the send steps: sender status and pacing, then `whatsapp`.
+    pub senders: crate::senders::Senders,
 }
 
 /// How often and how long apart a failed step is tried again. Written on a step, a workflow,

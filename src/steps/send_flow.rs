@@ -318,7 +318,11 @@ impl Step for SendFlow {
         let flow_token = message.flow_token.clone();
         let message = Message::Flow(Box::new(message));
         let request = request_body(&to, &message);
-        let receipt = ctx.services.whatsapp.send(&sender, &request).await?;
+        let receipt = ctx
+            .services
+            .senders
+            .send(&ctx.services.whatsapp, &sender, &to, &request)
+            .await?;
         Ok(StepOutput::new(json!({
             "message_id": receipt.wamid,
             "to": to,

@@ -595,7 +595,11 @@ impl Step for SendTemplate {
     ) -> Result<StepOutput, StepError> {
         self.check_catalog_and_opt_out(&input.to, ctx).await?;
         let request = request_body(&input.to, &input.message);
-        let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
+        let receipt = ctx
+            .services
+            .senders
+            .send(&ctx.services.whatsapp, &input.sender, &input.to, &request)
+            .await?;
         let mut output = json!({
             "message_id": receipt.wamid,
             "to": input.to,

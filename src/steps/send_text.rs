@@ -78,7 +78,11 @@ impl Step for SendText {
         .await?;
         let message = Message::Text { body: input.text };
         let request = request_body(&input.to, &message);
-        let receipt = ctx.services.whatsapp.send(&input.sender, &request).await?;
+        let receipt = ctx
+            .services
+            .senders
+            .send(&ctx.services.whatsapp, &input.sender, &input.to, &request)
+            .await?;
         Ok(
             StepOutput::new(json!({ "message_id": receipt.wamid, "to": input.to })).with_sent(
                 Sent {

@@ -229,10 +229,10 @@ pub async fn execute_job(
     // if PostgreSQL is away, hold it and try again (the delivery stays unacked meanwhile)
     // rather than leave the attempt "started", which would later be closed as interrupted
     // and lose what was sent (its wamid, the outbound message, the step's output).
-    let outcome = if result.is_ok() {
-        "succeeded"
-    } else {
-        "failed"
+    let outcome = match &result {
+        Ok(_) => "succeeded",
+        Err(e) if e.deferred => "deferred",
+        Err(_) => "failed",
     };
     metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => outcome).increment(1);
     if let Ok(out) = &result
@@ -288,6 +288,27 @@ pub async fn execute_job(
                     } else {
                         Vec::new()
                     }
+                }
+                // Paced: the sender's next slot is far. Not an attempt: forget it, come back then.
+                Err(error) if error.deferred => {
+                    sqlx::query(
+                        "DELETE FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
+                    )
+                    .bind(job.run_id)
+                    .bind(job.step_index)
+                    .bind(attempt)
+                    .execute(&mut *tx)
+                    .await
+                    .context("forget deferred attempt")?;
+                    if current.map(|(i,)| i) != Some(job.step_index) {
+                        tx.commit().await.context("commit late deferral")?;
+                        return Ok(Outcome::Done(Vec::new()));
+                    }
+                    let wait = error.retry_after.unwrap_or(Duration::from_secs(1));
+                    tracing::debug!(run_id = %job.run_id, step = step_id, defer = ?wait, "send paced; step deferred");
+                    let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+                    Vec::new()
                 }
                 Err(error) => {
                     sqlx::query(

@@ -16,6 +16,7 @@ mod process;
 mod proxy;
 mod retries;
 mod schedules;
+mod senders;
 mod step_retry;
 mod steps_misc;
 mod template_catalog;

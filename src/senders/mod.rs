@@ -1,0 +1,300 @@
+//! Senders: our WhatsApp numbers as Herald keeps them in PostgreSQL — their connection status,
+//! quality and paused bulk dispatches — and the one send path every send step takes:
+//! status check + pacing (one SQL round trip), then the Graph API, then the status Meta showed.
+
+pub mod notices;
+pub mod pacing;
+pub mod quality;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::{
+    domain::PhoneNumber,
+    providers::whatsapp::{Receipt, WhatsApp},
+    steps::{ErrorClass, StepError},
+};
+pub use pacing::{Limit, Limits, Rate, Reservation, SendersConfig};
+
+/// Statuses in which a sender cannot send (fail fast, before Meta).
+pub const OFFLINE_STATUSES: &[&str] = &["offline", "disconnected", "restricted"];
+/// Statuses an operator may set.
+pub const STATUSES: &[&str] = &[
+    "connected",
+    "offline",
+    "disconnected",
+    "flagged",
+    "restricted",
+];
+
+/// The send path's view of the senders: the pool and the limits.
+#[derive(Clone)]
+pub struct Senders {
+    pool: PgPool,
+    limits: Arc<Limits>,
+}
+
+impl Senders {
+    pub fn new(pool: PgPool, limits: Limits) -> Self {
+        Senders {
+            pool,
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// Sends `request` from `sender` to `to`: fails fast with "Sender offline" for an offline
+    /// sender, waits for the sender's and the recipient's next slot (or defers the step when
+    /// it is far), calls the Graph API, and records what the answer says about the sender.
+    pub async fn send(
+        &self,
+        whatsapp: &WhatsApp,
+        sender: &str,
+        to: &PhoneNumber,
+        request: &Value,
+    ) -> Result<Receipt, StepError> {
+        let reservation = pacing::reserve(&self.pool, &self.limits, sender, to.digits())
+            .await
+            .map_err(|e| {
+                StepError::new(
+                    ErrorClass::ProviderError,
+                    format!("reserve a send slot for sender {sender}: {e}"),
+                )
+            })?;
+        let probe = match reservation {
+            Reservation::Offline { status, detail } => {
+                return Err(StepError::new(
+                    ErrorClass::SenderOffline,
+                    format!(
+                        "Sender offline: sender {sender} is {status}{}; not sent",
+                        detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                    ),
+                ));
+            }
+            Reservation::Later { after } => {
+                metrics::counter!("herald_sends_deferred_total").increment(1);
+                return Err(StepError::deferred(after));
+            }
+            Reservation::Go { wait, probe } => {
+                if !wait.is_zero() {
+                    metrics::histogram!("herald_send_pacing_seconds").record(wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                }
+                probe
+            }
+        };
+        match whatsapp.send(sender, request).await {
+            Ok(receipt) => {
+                if probe {
+                    self.record_status(sender, "connected", "a send succeeded")
+                        .await;
+                }
+                Ok(receipt)
+            }
+            Err(e) => {
+                match (e.class, e.code) {
+                    (ErrorClass::SenderOffline, code) => {
+                        let status = offline_status(code);
+                        let detail = format!(
+                            "Graph API code {}: {}",
+                            code.map_or("-".into(), |c| c.to_string()),
+                            e.message
+                        );
+                        tracing::warn!(sender, status, detail, "sender marked {status}");
+                        self.record_status(sender, status, &detail).await;
+                    }
+                    (ErrorClass::RateLimited, Some(130429)) => {
+                        let pause = e.retry_after.unwrap_or(Duration::from_secs(1));
+                        if let Err(err) = pacing::hold_sender(&self.pool, sender, pause).await {
+                            tracing::warn!(sender, error = %err, "could not hold the sender's sends");
+                        }
+                    }
+                    (ErrorClass::RateLimited, Some(131056)) => {
+                        // The next slot of the pair is a full gap away, whatever the burst.
+                        let limit = self.limits.for_sender(sender);
+                        let gap = limit.recipient_gap.max(Duration::from_secs(6));
+                        let hold = gap * limit.recipient_burst.max(1);
+                        if let Err(err) =
+                            pacing::hold_recipient(&self.pool, sender, to.digits(), hold).await
+                        {
+                            tracing::warn!(sender, error = %err, "could not hold the recipient's sends");
+                        }
+                    }
+                    _ => {}
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Records a status the Graph API showed (logged, never fatal: the send's outcome is what
+    /// the step reports).
+    async fn record_status(&self, sender: &str, status: &str, detail: &str) {
+        if let Err(e) = set_status(&self.pool, sender, status, detail).await {
+            tracing::warn!(sender, status, error = %e, "could not record the sender's status");
+        }
+    }
+}
+
+/// The status a Graph "Sender offline" code means: locked or blocked numbers are restricted,
+/// the rest (not registered, ...) offline.
+pub fn offline_status(code: Option<i64>) -> &'static str {
+    match code {
+        Some(131031) | Some(368) => "restricted",
+        _ => "offline",
+    }
+}
+
+/// Sets a sender's status (creating its row), with why.
+pub async fn set_status(
+    pool: &PgPool,
+    sender: &str,
+    status: &str,
+    detail: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO senders (id, status, status_detail, status_changed_at, updated_at)
+         VALUES ($1, $2, $3, now(), now())
+         ON CONFLICT (id) DO UPDATE SET status = $2, status_detail = $3,
+           status_changed_at = now(), updated_at = now()",
+    )
+    .bind(sender)
+    .bind(status)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records the display numbers of `senders.yaml`, so quality webhooks find their sender.
+pub async fn record_display_numbers(
+    pool: &PgPool,
+    numbers: &[(String, String)],
+) -> sqlx::Result<()> {
+    for (id, display) in numbers {
+        sqlx::query(
+            "INSERT INTO senders (id, display_phone_number) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET display_phone_number = $2
+             WHERE senders.display_phone_number IS DISTINCT FROM $2",
+        )
+        .bind(id)
+        .bind(display)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A sender as `herald senders list|show` prints it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SenderRow {
+    pub id: String,
+    pub display_phone_number: Option<String>,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub quality_rating: Option<String>,
+    pub quality_event: Option<String>,
+    pub quality_at: Option<DateTime<Utc>>,
+    pub dispatch_paused: bool,
+    pub paused_reason: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SENDER_COLUMNS: &str = "id, display_phone_number, status, status_detail, status_changed_at, \
+     quality_rating, quality_event, quality_at, dispatch_paused, paused_reason, paused_at, updated_at";
+
+pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<SenderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SENDER_COLUMNS} FROM senders ORDER BY id"
+    )))
+    .fetch_all(pool)
+    .await
+    .context("list senders")
+}
+
+/// One sender, by its phone_number_id or its display number.
+pub async fn show(pool: &PgPool, sender: &str) -> anyhow::Result<Option<SenderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SENDER_COLUMNS} FROM senders WHERE id = $1 OR display_phone_number = $2
+         ORDER BY id = $1 DESC LIMIT 1"
+    )))
+    .bind(sender)
+    .bind(pacing::digits(sender))
+    .fetch_optional(pool)
+    .await
+    .context("load sender")
+}
+
+/// What `resume` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    pub sender: String,
+    /// False when its dispatches were not paused.
+    pub was_paused: bool,
+    pub paused_reason: Option<String>,
+}
+
+/// Clears `dispatch_paused` of a known sender.
+pub async fn resume(pool: &PgPool, sender: &str) -> anyhow::Result<Resumed> {
+    let Some(row) = show(pool, sender).await? else {
+        bail!(
+            "no sender '{sender}': Herald knows the senders in `herald senders list` (a sender appears there once Meta reports on it or it is set)"
+        );
+    };
+    sqlx::query(
+        "UPDATE senders SET dispatch_paused = false, paused_reason = NULL, paused_at = NULL,
+           updated_at = now() WHERE id = $1",
+    )
+    .bind(&row.id)
+    .execute(pool)
+    .await
+    .context("resume sender")?;
+    tracing::info!(sender = %row.id, was_paused = row.dispatch_paused, "sender's dispatches resumed");
+    Ok(Resumed {
+        sender: row.id,
+        was_paused: row.dispatch_paused,
+        paused_reason: row.paused_reason,
+    })
+}
+
+/// Sets a sender's status by hand (`herald senders set-status`); the sender need not be known.
+pub async fn set_status_by_operator(
+    pool: &PgPool,
+    sender: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    if !STATUSES.contains(&status) {
+        bail!(
+            "unknown status '{status}': use one of {}",
+            STATUSES.join(", ")
+        );
+    }
+    if sender.trim().is_empty() || !sender.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("'{sender}' is not a sender id (the phone_number_id, digits)");
+    }
+    set_status(pool, sender, status, "set by an operator")
+        .await
+        .context("set sender status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locked_and_blocked_numbers_are_restricted_the_rest_offline() {
+        assert_eq!(offline_status(Some(131031)), "restricted");
+        assert_eq!(offline_status(Some(368)), "restricted");
+        assert_eq!(offline_status(Some(133010)), "offline");
+        assert_eq!(offline_status(None), "offline");
+        for s in OFFLINE_STATUSES {
+            assert!(STATUSES.contains(s));
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Pacing: per-sender throughput and per-recipient gaps, shared by every worker process through
+//! PostgreSQL (`herald_reserve_send`, one round trip per send). Limits come from
+//! `HERALD_SENDER_RATE` / `HERALD_RECIPIENT_GAP` / `HERALD_RECIPIENT_BURST` and per-sender
+//! overrides in `senders.yaml` (`HERALD_SENDERS`), parsed strictly.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use anyhow::Context;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::domain::HumanDuration;
+
+/// Messages per second: a positive, finite number (at most 10,000).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(try_from = "f64")]
+pub struct Rate(f64);
+
+impl Rate {
+    pub fn parse(raw: &str) -> Result<Rate, String> {
+        let n: f64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rate '{raw}': write messages per second, e.g. 80"))?;
+        Rate::try_from(n)
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// The time between two messages at this rate.
+    pub fn interval(self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.0)
+    }
+}
+
+impl TryFrom<f64> for Rate {
+    type Error = String;
+    fn try_from(n: f64) -> Result<Self, Self::Error> {
+        if n.is_finite() && n > 0.0 && n <= 10_000.0 {
+            Ok(Rate(n))
+        } else {
+            Err(format!(
+                "bad rate {n}: messages per second must be more than 0 and at most 10000"
+            ))
+        }
+    }
+}
+
+/// The limits of one sender.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limit {
+    pub rate: Rate,
+    /// Time between two messages to the same recipient, once the burst is used (0 = none).
+    pub recipient_gap: Duration,
+    /// Messages to one recipient allowed back to back before the gap applies (at least 1).
+    pub recipient_burst: u32,
+}
+
+/// Every sender's limits, and how pacing behaves.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub default: Limit,
+    pub senders: HashMap<String, Limit>,
+    /// A slot farther away than this is not slept on: the step is deferred through a durable
+    /// retry timer (without using an attempt).
+    pub max_wait: Duration,
+    /// An offline sender fails fast; after this long, one send goes through as a probe.
+    pub recheck: Duration,
+}
+
+impl Limits {
+    pub fn for_sender(&self, sender: &str) -> Limit {
+        self.senders.get(sender).copied().unwrap_or(self.default)
+    }
+}
+
+/// `senders.yaml`: per-sender settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendersFile {
+    pub senders: Vec<SenderSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SenderSpec {
+    /// The sender's phone_number_id.
+    pub id: String,
+    /// The number as Meta shows it (`+1 555 078 3881`): quality webhooks name a sender by it.
+    #[serde(default)]
+    pub display_phone_number: Option<String>,
+    #[serde(default)]
+    pub messages_per_second: Option<Rate>,
+    #[serde(default)]
+    pub recipient_gap: Option<HumanDuration>,
+    #[serde(default)]
+    pub recipient_burst: Option<u32>,
+}
+
+/// The senders file, read: limits per sender and display numbers to record.
+#[derive(Debug, Default)]
+pub struct SendersConfig {
+    pub limits: HashMap<String, Limit>,
+    /// (phone_number_id, display number in digits).
+    pub display_numbers: Vec<(String, String)>,
+}
+
+/// Only the digits of a phone number as Meta displays it.
+pub fn digits(display: &str) -> String {
+    display.chars().filter(char::is_ascii_digit).collect()
+}
+
+impl SendersConfig {
+    /// Reads `path`; a missing file means no overrides.
+    pub fn load(path: &Path, default: Limit) -> anyhow::Result<SendersConfig> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(SendersConfig::default());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("read {} (HERALD_SENDERS)", path.display()));
+            }
+        };
+        SendersConfig::parse(&text, default)
+            .with_context(|| format!("{} (HERALD_SENDERS)", path.display()))
+    }
+
+    pub fn parse(text: &str, default: Limit) -> anyhow::Result<SendersConfig> {
+        let file: SendersFile = serde_saphyr::from_str(text).map_err(|e| {
+            let reason = e.to_string();
+            anyhow::anyhow!("{}", reason.lines().next().unwrap_or_default())
+        })?;
+        let mut config = SendersConfig::default();
+        for spec in file.senders {
+            let id = spec.id.trim().to_string();
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                anyhow::bail!(
+                    "sender id '{}' is not a phone_number_id (letters and digits)",
+                    spec.id
+                );
+            }
+            if spec.recipient_burst == Some(0) {
+                anyhow::bail!("sender {id}: recipient_burst must be at least 1");
+            }
+            let limit = Limit {
+                rate: spec.messages_per_second.unwrap_or(default.rate),
+                recipient_gap: spec
+                    .recipient_gap
+                    .map(HumanDuration::get)
+                    .unwrap_or(default.recipient_gap),
+                recipient_burst: spec.recipient_burst.unwrap_or(default.recipient_burst),
+            };
+            if config.limits.insert(id.clone(), limit).is_some() {
+                anyhow::bail!("sender {id} is listed twice");
+            }
+            if let Some(display) = spec.display_phone_number {
+                let d = digits(&display);
+                if d.len() < 6 {
+                    anyhow::bail!(
+                        "sender {id}: display_phone_number '{display}' has too few digits"
+                    );
+                }
+                config.display_numbers.push((id, d));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// What `reserve` decided for one send.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reservation {
+    /// Send after `wait`. `probe`: the sender is offline and this send checks whether it is back.
+    Go { wait: Duration, probe: bool },
+    /// The sender's next slot is `after` away (beyond `max_wait`): defer the send.
+    Later { after: Duration },
+    /// The sender is offline (status and why): do not call Meta.
+    Offline {
+        status: String,
+        detail: Option<String>,
+    },
+}
+
+/// Reserves the next slot for a message from `sender` to `recipient`: one SQL round trip.
+pub async fn reserve(
+    pool: &PgPool,
+    limits: &Limits,
+    sender: &str,
+    recipient: &str,
+) -> sqlx::Result<Reservation> {
+    let limit = limits.for_sender(sender);
+    let (status, detail, wait, reserved, probe): (String, Option<String>, f64, bool, bool) =
+        sqlx::query_as(
+            "SELECT status, detail, wait, reserved, probe FROM herald_reserve_send($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(sender)
+        .bind(recipient)
+        .bind(limit.rate.interval().as_secs_f64())
+        .bind(limit.recipient_gap.as_secs_f64())
+        .bind(limit.recipient_burst.min(i32::MAX as u32) as i32)
+        .bind(limits.max_wait.as_secs_f64())
+        .bind(limits.recheck.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
+    let wait = Duration::from_secs_f64(wait.max(0.0));
+    Ok(match (reserved, wait.is_zero() && !probe) {
+        (true, _) => Reservation::Go { wait, probe },
+        (false, true) => Reservation::Offline { status, detail },
+        (false, false) => Reservation::Later { after: wait },
+    })
+}
+
+/// After Meta refused a send for throughput (130429), nobody sends from `sender` for `pause`.
+pub async fn hold_sender(pool: &PgPool, sender: &str, pause: Duration) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sender_pacing (sender_id, recipient, next_at)
+         VALUES ($1, '', clock_timestamp() + make_interval(secs => $2))
+         ON CONFLICT (sender_id, recipient) DO UPDATE
+         SET next_at = greatest(sender_pacing.next_at, EXCLUDED.next_at)",
+    )
+    .bind(sender)
+    .bind(pause.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// After Meta refused a send for the pair rate limit (131056): the pair's next free time moves
+/// to `hold` from now (the caller gives gap × burst, so the next slot is a full gap away).
+pub async fn hold_recipient(
+    pool: &PgPool,
+    sender: &str,
+    recipient: &str,
+    hold: Duration,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sender_pacing (sender_id, recipient, next_at)
+         VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+         ON CONFLICT (sender_id, recipient) DO UPDATE
+         SET next_at = greatest(sender_pacing.next_at, EXCLUDED.next_at)",
+    )
+    .bind(sender)
+    .bind(recipient)
+    .bind(hold.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets pair rows whose gap ended long ago (they would only say "send now").
+pub async fn forget_idle_pairs(pool: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM sender_pacing WHERE recipient <> '' AND next_at < now() - interval '1 hour'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default() -> Limit {
+        Limit {
+            rate: Rate(80.0),
+            recipient_gap: Duration::from_secs(6),
+            recipient_burst: 5,
+        }
+    }
+
+    #[test]
+    fn a_rate_must_be_positive_and_finite() {
+        assert_eq!(Rate::parse("80").unwrap().get(), 80.0);
+        assert_eq!(
+            Rate::parse("0.5").unwrap().interval(),
+            Duration::from_secs(2)
+        );
+        for bad in ["0", "-3", "NaN", "inf", "fast", "20000"] {
+            assert!(Rate::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn the_senders_file_overrides_limits_per_sender() {
+        let config = SendersConfig::parse(
+            "senders:\n  - id: \"106540352242922\"\n    display_phone_number: \"+1 555 078 3881\"\n    messages_per_second: 20\n    recipient_gap: 2s\n  - id: \"200\"\n    recipient_burst: 1\n",
+            default(),
+        )
+        .unwrap();
+        let first = config.limits["106540352242922"];
+        assert_eq!(first.rate.get(), 20.0);
+        assert_eq!(first.recipient_gap, Duration::from_secs(2));
+        assert_eq!(first.recipient_burst, 5, "unset fields keep the default");
+        assert_eq!(config.limits["200"].rate.get(), 80.0);
+        assert_eq!(config.limits["200"].recipient_burst, 1);
+        assert_eq!(
+            config.display_numbers,
+            [("106540352242922".to_string(), "15550783881".to_string())]
+        );
+    }
+
+    #[test]
+    fn mistakes_in_the_senders_file_are_refused_with_a_reason() {
+        let cases = [
+            ("senders:\n  - id: \"1\"\n    rate: 5\n", "unknown field"),
+            (
+                "senders:\n  - id: \"1\"\n    recipient_gap: soon\n",
+                "bad duration",
+            ),
+            (
+                "senders:\n  - id: \"1\"\n    messages_per_second: 0\n",
+                "bad rate",
+            ),
+            ("senders:\n  - id: \"1\"\n  - id: \"1\"\n", "listed twice"),
+            ("senders:\n  - id: \"a b\"\n", "not a phone_number_id"),
+            (
+                "senders:\n  - id: \"1\"\n    recipient_burst: 0\n",
+                "at least 1",
+            ),
+            (
+                "senders:\n  - id: \"1\"\n    display_phone_number: \"+1\"\n",
+                "too few digits",
+            ),
+            ("nonsense: true\n", "unknown field"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", SendersConfig::parse(text, default()).unwrap_err());
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_senders_file_means_no_overrides() {
+        let config =
+            SendersConfig::load(Path::new("/nonexistent/herald/senders.yaml"), default()).unwrap();
+        assert!(config.limits.is_empty());
+    }
+
+    #[test]
+    fn limits_fall_back_to_the_default() {
+        let limits = Limits {
+            default: default(),
+            senders: HashMap::from([(
+                "1".to_string(),
+                Limit {
+                    rate: Rate(10.0),
+                    ..default()
+                },
+            )]),
+            max_wait: Duration::from_secs(3),
+            recheck: Duration::from_secs(300),
+        };
+        assert_eq!(limits.for_sender("1").rate.get(), 10.0);
+        assert_eq!(limits.for_sender("2"), default());
+    }
+}
