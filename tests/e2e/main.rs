@@ -5,6 +5,7 @@ mod ai;
 mod api;
 mod control;
 mod dispatch;
+mod error_classes;
 mod examples;
 mod fake_graph;
 mod faults;
