@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod contacts;
 pub mod db;
 pub mod domain;
 pub mod events;
