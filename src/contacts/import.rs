@@ -261,7 +261,8 @@ pub async fn import_csv(
         report.updated += created.len() - new;
     }
     tx.commit().await?;
-    tracing::info!(
+    // debug: the CLI's logs go to stdout, where `contacts import --json` prints its report.
+    tracing::debug!(
         imported = report.imported,
         updated = report.updated,
         skipped = report.skipped.len(),

@@ -2,6 +2,8 @@
 //! signed webhooks in, the fake Graph API (or the sandbox) out.
 
 mod ai;
+mod calls;
+mod contacts;
 mod control;
 mod examples;
 mod fake_graph;
