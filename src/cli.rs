@@ -559,7 +559,9 @@ async fn simulate_call_ended(config: &Config, c: SimulateCallEnded) -> anyhow::R
     } else if let Some(token) = &config.calls_token {
         request = request.bearer_auth(token.expose());
     } else {
-        bail!("set HERALD_CALLS_TOKEN or HERALD_CALLS_SECRET (the call webhook refuses calls without)");
+        bail!(
+            "set HERALD_CALLS_TOKEN or HERALD_CALLS_SECRET (the call webhook refuses calls without)"
+        );
     }
     let response = request
         .body(body)
@@ -765,7 +767,11 @@ async fn contacts_command(config: &Config, cmd: ContactsCommand) -> anyhow::Resu
             } else {
                 println!(
                     "{} {}",
-                    if upserted.created { "created" } else { "updated" },
+                    if upserted.created {
+                        "created"
+                    } else {
+                        "updated"
+                    },
                     upserted.contact.phone.as_deref().unwrap_or_default()
                 );
             }

@@ -241,14 +241,13 @@ mod tests {
             Some(SANDBOX_CALLS_TOKEN)
         );
         assert_eq!(sandbox.calls_sender, SANDBOX_PHONE_NUMBER_ID);
-        let live = config(&[
-            ("WHATSAPP_ACCESS_TOKEN", "t"),
-            ("WHATSAPP_APP_SECRET", "s"),
+        let live = config(&[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")]).unwrap();
+        assert!(live.calls_token.is_none() && live.calls_secret.is_none());
+        let secret_only = config(&[
+            ("HERALD_CALLS_SECRET", "hmac"),
+            ("HERALD_CALLS_SENDER", "42"),
         ])
         .unwrap();
-        assert!(live.calls_token.is_none() && live.calls_secret.is_none());
-        let secret_only = config(&[("HERALD_CALLS_SECRET", "hmac"), ("HERALD_CALLS_SENDER", "42")])
-            .unwrap();
         assert!(secret_only.calls_token.is_none());
         assert_eq!(secret_only.calls_sender, "42");
     }

@@ -301,7 +301,13 @@ mod tests {
             ["vip", "berlin", "spring"]
         );
         assert_eq!(ana.contact.opted_out, Some(true));
-        assert_eq!(ana.contact.fields, serde_json::json!({"plan": "pro"}).as_object().unwrap().clone());
+        assert_eq!(
+            ana.contact.fields,
+            serde_json::json!({"plan": "pro"})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
         let other = &p.rows[1];
         assert_eq!(other.line, 3);
         assert_eq!(other.contact.phone.as_str(), "+4915112345679");

@@ -693,7 +693,15 @@ mod tests {
 
     #[test]
     fn bad_group_names_are_refused_with_the_rule() {
-        for name in ["", "  ", "with space", "a;b", "a,b", "emoji🙂", &"a".repeat(65)] {
+        for name in [
+            "",
+            "  ",
+            "with space",
+            "a;b",
+            "a,b",
+            "emoji🙂",
+            &"a".repeat(65),
+        ] {
             let err = GroupName::parse(name).unwrap_err();
             assert!(err.to_string().contains("1 to 64 letters"), "{name}");
         }

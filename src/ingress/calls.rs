@@ -436,7 +436,10 @@ mod tests {
 
     #[test]
     fn a_token_or_a_signature_lets_a_call_in() {
-        let c = config(&[("HERALD_CALLS_TOKEN", "tok"), ("HERALD_CALLS_SECRET", "sec")]);
+        let c = config(&[
+            ("HERALD_CALLS_TOKEN", "tok"),
+            ("HERALD_CALLS_SECRET", "sec"),
+        ]);
         let body = b"{}";
         let sig = signature::sign(b"sec", body);
         assert_eq!(
@@ -453,20 +456,14 @@ mod tests {
             headers(&[("authorization", "tok")]),
             headers(&[(SIGNATURE_HEADER, &signature::sign(b"other", body))]),
         ] {
-            assert_eq!(
-                authenticate(&c, &bad, body),
-                Err(Refused::BadCredentials)
-            );
+            assert_eq!(authenticate(&c, &bad, body), Err(Refused::BadCredentials));
         }
     }
 
     #[test]
     fn outside_the_sandbox_an_unconfigured_webhook_refuses_everything() {
         let live = config(&[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")]);
-        let h = headers(&[(
-            "authorization",
-            "Bearer herald-sandbox-calls-token",
-        )]);
+        let h = headers(&[("authorization", "Bearer herald-sandbox-calls-token")]);
         assert_eq!(authenticate(&live, &h, b"{}"), Err(Refused::NotConfigured));
         let sandbox = config(&[]);
         assert_eq!(authenticate(&sandbox, &h, b"{}"), Ok(()));

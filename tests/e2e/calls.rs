@@ -61,11 +61,7 @@ async fn post_raw(app: &TestApp, headers: &[(&str, String)], body: &[u8]) -> req
     for (k, v) in headers {
         request = request.header(*k, v);
     }
-    request
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("post call")
+    request.body(body.to_vec()).send().await.expect("post call")
 }
 
 fn call(call_id: &str, phone: &str, outcome: &str) -> Value {
@@ -156,11 +152,16 @@ async fn a_booked_call_runs_the_appointment_reminder_with_the_calls_fields_and_k
     assert_eq!(event["type"], "call.ended");
     assert_eq!(event["subject"], "4915100000081");
     assert_eq!(event["time"], "2026-11-23T14:05:00Z");
-    let (name, phone, seen): (Option<String>, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT name, phone, last_seen_at FROM contacts WHERE customer_id = '4915100000081'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (name, phone, seen): (
+        Option<String>,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT name, phone, last_seen_at FROM contacts WHERE customer_id = '4915100000081'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(name.as_deref(), Some("Ana Souza"));
     assert_eq!(phone.as_deref(), Some("+4915100000081"));
     assert_eq!(seen.unwrap().to_rfc3339(), "2026-11-23T14:05:00+00:00");
@@ -169,7 +170,7 @@ async fn a_booked_call_runs_the_appointment_reminder_with_the_calls_fields_and_k
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_follow_up_example_runs_through_the_endpoint_and_picks_the_template_of_the_outcome()
-{
+ {
     let app = graph_app(
         vec![
             include_str!("../../workflows/call-follow-up.yaml"),
@@ -573,7 +574,10 @@ async fn herald_simulate_call_ended_posts_an_authenticated_call_to_a_running_her
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("200 OK") && stdout.contains("call_id: sim-1"), "{stdout}");
+    assert!(
+        stdout.contains("200 OK") && stdout.contains("call_id: sim-1"),
+        "{stdout}"
+    );
     eventually("the reminder sent", || async {
         runs_with_status(&app, "completed").await == 1
     })
@@ -582,9 +586,14 @@ async fn herald_simulate_call_ended_posts_an_authenticated_call_to_a_running_her
         templates(&app.sends().await),
         [(
             "appointment_confirmation".to_string(),
-            ["Ana Souza", "Dr. Bruno", "Friday 28 November, 10:00", "Rua Augusta 100"]
-                .map(String::from)
-                .to_vec()
+            [
+                "Ana Souza",
+                "Dr. Bruno",
+                "Friday 28 November, 10:00",
+                "Rua Augusta 100"
+            ]
+            .map(String::from)
+            .to_vec()
         )]
     );
     let trigger: Value = sqlx::query_scalar("SELECT context->'trigger' FROM runs")

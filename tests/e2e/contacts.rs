@@ -4,9 +4,7 @@
 use std::process::Command;
 
 use herald::{
-    contacts::{
-        self, ContactFilter, ContactKey, ContactUpdate, GroupName, NewContact, import,
-    },
+    contacts::{self, ContactFilter, ContactKey, ContactUpdate, GroupName, NewContact, import},
     domain::PhoneNumber,
 };
 use serde_json::{Value, json};
@@ -99,11 +97,18 @@ async fn a_re_import_updates_the_contacts_it_knows_and_merges_their_fields_and_g
     let report = import::import_csv(&app.pool, again.as_bytes(), Some(&group("vip")))
         .await
         .unwrap();
-    assert_eq!((report.imported, report.updated, report.skipped.len()), (1, 2, 0));
+    assert_eq!(
+        (report.imported, report.updated, report.skipped.len()),
+        (1, 2, 0)
+    );
     let ana = contacts::get_by_phone(&app.pool, &phone("+4915100000001"))
         .await
         .unwrap();
-    assert_eq!(ana.name.as_deref(), Some("Ana Souza"), "an empty cell changes nothing");
+    assert_eq!(
+        ana.name.as_deref(),
+        Some("Ana Souza"),
+        "an empty cell changes nothing"
+    );
     assert_eq!(ana.groups, ["vip", "berlin", "newsletter"]);
     assert_eq!(ana.fields, json!({"plan": "pro", "city": "Berlin"}));
     assert!(ana.opted_out);
@@ -161,7 +166,13 @@ async fn when_the_database_fails_mid_import_nothing_is_written() {
         .await
         .unwrap();
     assert_eq!(report.imported, 2500);
-    assert_eq!(contacts::get_group(&app.pool, &group("bulk")).await.unwrap().members, 2500);
+    assert_eq!(
+        contacts::get_group(&app.pool, &group("bulk"))
+            .await
+            .unwrap()
+            .members,
+        2500
+    );
     app.cleanup().await;
 }
 
@@ -235,7 +246,9 @@ async fn the_library_creates_finds_lists_updates_and_deletes_contacts() {
     .await
     .unwrap();
     assert_eq!(removed.groups, ["porto"]);
-    contacts::set_opted_out(&app.pool, &key, true).await.unwrap();
+    contacts::set_opted_out(&app.pool, &key, true)
+        .await
+        .unwrap();
 
     let list = |filter: ContactFilter| {
         let pool = app.pool.clone();
@@ -306,7 +319,10 @@ async fn groups_count_members_and_deleting_one_takes_it_off_its_contacts() {
     let empty = contacts::create_group(&app.pool, &group("later"), Some("Not yet used"))
         .await
         .unwrap();
-    assert_eq!((empty.members, empty.description.as_deref()), (0, Some("Not yet used")));
+    assert_eq!(
+        (empty.members, empty.description.as_deref()),
+        (0, Some("Not yet used"))
+    );
     assert_eq!(
         contacts::create_group(&app.pool, &group("later"), None)
             .await
@@ -314,16 +330,29 @@ async fn groups_count_members_and_deleting_one_takes_it_off_its_contacts() {
             .code(),
         "conflict"
     );
-    let phones = [phone("+4915100000021"), phone("+4915100000022"), phone("+4915100000023")];
+    let phones = [
+        phone("+4915100000021"),
+        phone("+4915100000022"),
+        phone("+4915100000023"),
+    ];
     contacts::upsert(&app.pool, &NewContact::new(phones[0].clone()))
         .await
         .unwrap();
     // One contact exists, two are new; a phone given twice counts once.
-    let added = contacts::add_members(&app.pool, &vip, &[phones.to_vec(), vec![phones[0].clone()]].concat())
-        .await
-        .unwrap();
+    let added = contacts::add_members(
+        &app.pool,
+        &vip,
+        &[phones.to_vec(), vec![phones[0].clone()]].concat(),
+    )
+    .await
+    .unwrap();
     assert_eq!(added, 3);
-    assert_eq!(contacts::add_members(&app.pool, &vip, &phones[..1]).await.unwrap(), 0);
+    assert_eq!(
+        contacts::add_members(&app.pool, &vip, &phones[..1])
+            .await
+            .unwrap(),
+        0
+    );
     contacts::set_opted_out(&app.pool, &ContactKey::Phone(phones[2].clone()), true)
         .await
         .unwrap();
@@ -332,7 +361,9 @@ async fn groups_count_members_and_deleting_one_takes_it_off_its_contacts() {
     let g = contacts::get_group(&app.pool, &vip).await.unwrap();
     assert_eq!((g.members, g.opted_out), (3, 1));
     assert_eq!(
-        contacts::remove_members(&app.pool, &vip, &phones[1..2]).await.unwrap(),
+        contacts::remove_members(&app.pool, &vip, &phones[1..2])
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(contacts::members(&app.pool, &vip).await.unwrap().len(), 2);
@@ -342,19 +373,25 @@ async fn groups_count_members_and_deleting_one_takes_it_off_its_contacts() {
         .await
         .unwrap();
     assert_eq!(
-        contacts::get_group(&app.pool, &group("from-a-step")).await.unwrap().members,
+        contacts::get_group(&app.pool, &group("from-a-step"))
+            .await
+            .unwrap()
+            .members,
         1
     );
     assert_eq!(contacts::delete_group(&app.pool, &vip).await.unwrap(), 2);
     assert_eq!(
-        app.count("SELECT count(*) FROM contacts WHERE 'vip' = ANY(groups)").await,
+        app.count("SELECT count(*) FROM contacts WHERE 'vip' = ANY(groups)")
+            .await,
         0
     );
     assert_eq!(app.count("SELECT count(*) FROM contacts").await, 3);
     for err in [
         contacts::members(&app.pool, &vip).await.unwrap_err(),
         contacts::delete_group(&app.pool, &vip).await.unwrap_err(),
-        contacts::remove_members(&app.pool, &vip, &phones).await.unwrap_err(),
+        contacts::remove_members(&app.pool, &vip, &phones)
+            .await
+            .unwrap_err(),
     ] {
         assert_eq!(err.code(), "not_found");
         assert!(err.to_string().contains("'vip'"), "{err}");
@@ -380,11 +417,21 @@ async fn the_contacts_and_groups_commands_import_list_show_and_opt_out_against_a
         .args(["--group", "spring"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("imported 3, updated 0, skipped 4"), "{text}");
-    assert!(text.contains("line 4: Invalid phone number '015100000003'"), "{text}");
-    assert!(text.contains("line 7: +4915100000001 is a duplicate of line 2"), "{text}");
+    assert!(
+        text.contains("line 4: Invalid phone number '015100000003'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 7: +4915100000001 is a duplicate of line 2"),
+        "{text}"
+    );
 
     let out = herald(&app)
         .args(["contacts", "import"])
@@ -411,7 +458,11 @@ async fn the_contacts_and_groups_commands_import_list_show_and_opt_out_against_a
         .args(["--group", "vip", "--field", "plan=trial"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("created +4915100000031"));
     let out = herald(&app)
         .args(["contacts", "opt-out", "+4915100000031"])
@@ -458,11 +509,26 @@ async fn the_contacts_and_groups_commands_import_list_show_and_opt_out_against_a
 
     // Mistakes: a clear message and a failing exit code.
     for (args, message) in [
-        (vec!["contacts", "show", "+4915100000099"], "No contact +4915100000099"),
-        (vec!["contacts", "show", "4915-1"], "+[country code][number]"),
-        (vec!["contacts", "add", "+49 151"], "+[country code][number]"),
-        (vec!["contacts", "list", "--group", "no way"], "Invalid group name"),
-        (vec!["contacts", "import", "/nonexistent.csv"], "read /nonexistent.csv"),
+        (
+            vec!["contacts", "show", "+4915100000099"],
+            "No contact +4915100000099",
+        ),
+        (
+            vec!["contacts", "show", "4915-1"],
+            "+[country code][number]",
+        ),
+        (
+            vec!["contacts", "add", "+49 151"],
+            "+[country code][number]",
+        ),
+        (
+            vec!["contacts", "list", "--group", "no way"],
+            "Invalid group name",
+        ),
+        (
+            vec!["contacts", "import", "/nonexistent.csv"],
+            "read /nonexistent.csv",
+        ),
     ] {
         let out = herald(&app).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
