@@ -1,4 +1,5 @@
-//! The `herald` command line: serve, migrate, workflows, simulate, runs, quarantine, senders.
+//! The `herald` command line: serve, migrate, workflows, simulate, runs, quarantine, senders,
+//! trigger, dispatches, contacts, groups.
 
 use std::path::PathBuf;
 
@@ -63,6 +64,12 @@ pub enum Command {
     /// Our WhatsApp senders: status, quality, paused dispatches.
     #[command(subcommand)]
     Senders(SendersCommand),
+    /// Contacts: list, show, add, import a CSV, opt out and in.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Groups of contacts.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +181,9 @@ pub enum WorkflowsCommand {
 pub enum SimulateCommand {
     /// Post a signed WhatsApp text message webhook to Herald.
     Message(SimulateMessage),
+    /// Post a call-ended event to Herald's call webhook (with the configured token or secret).
+    #[command(name = "call-ended")]
+    CallEnded(SimulateCallEnded),
 }
 
 #[derive(Args, Debug)]
@@ -293,6 +303,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Dispatches(cmd) => dispatches_command(&config, cmd).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Senders(cmd) => senders_command(&config, cmd).await,
+        Command::Simulate(SimulateCommand::CallEnded(c)) => simulate_call_ended(&config, c).await,
+        Command::Contacts(cmd) => contacts_command(&config, cmd).await,
+        Command::Groups(cmd) => groups_command(&config, cmd).await,
     }
 }
 
@@ -811,6 +824,393 @@ async fn dispatches_command(config: &Config, cmd: DispatchesCommand) -> anyhow::
         }
         DispatchesCommand::Cancel { id } => {
             print_dispatch(&dispatch::act(&pool, id, Action::Cancel).await?, false)?
+        }
+    }
+    Ok(())
+}
+
+// ---- call-ended simulation, contacts and groups ------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct SimulateCallEnded {
+    /// The customer's phone number (E.164).
+    #[arg(long)]
+    pub phone: String,
+    /// The call's outcome (e.g. booked, no_answer, callback_requested).
+    #[arg(long)]
+    pub outcome: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// The call id; repeat one to simulate a duplicate delivery.
+    #[arg(long = "call-id")]
+    pub call_id: Option<String>,
+    /// Our sender's phone_number_id (default: HERALD_CALLS_SENDER).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// An extra field, `key=value` (repeatable): reachable as `trigger.key`.
+    #[arg(long = "field", value_parser = parse_key_value)]
+    pub fields: Vec<(String, String)>,
+    /// Herald's base URL (default: http://HERALD_LISTEN).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+/// The call webhook's body for `herald simulate call-ended`.
+pub fn call_ended_body(c: &SimulateCallEnded, phone: &PhoneNumber) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    for (k, v) in &c.fields {
+        body.insert(k.clone(), json!(v));
+    }
+    let call_id = c
+        .call_id
+        .clone()
+        .unwrap_or_else(|| format!("call-simulated-{}", uuid::Uuid::now_v7().simple()));
+    body.insert("call_id".into(), json!(call_id));
+    body.insert("customer_phone".into(), json!(phone.as_str()));
+    body.insert("outcome".into(), json!(c.outcome));
+    body.insert("ended_at".into(), json!(chrono::Utc::now().to_rfc3339()));
+    for (key, value) in [
+        ("customer_name", &c.name),
+        ("agent_name", &c.agent),
+        ("sender", &c.sender),
+    ] {
+        if let Some(v) = value {
+            body.insert(key.into(), json!(v));
+        }
+    }
+    if let Some(d) = c.duration {
+        body.insert("duration_seconds".into(), json!(d));
+    }
+    serde_json::Value::Object(body)
+}
+
+async fn simulate_call_ended(config: &Config, c: SimulateCallEnded) -> anyhow::Result<()> {
+    let phone = PhoneNumber::parse(&c.phone)?;
+    let body = call_ended_body(&c, &phone);
+    let call_id = body["call_id"].as_str().unwrap_or_default().to_string();
+    let body = serde_json::to_vec(&body)?;
+    let base = c
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let url = format!("{}/webhooks/calls", base.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json");
+    if let Some(secret) = &config.calls_secret {
+        request = request.header(
+            crate::ingress::calls::SIGNATURE_HEADER,
+            signature::sign(secret.expose().as_bytes(), &body),
+        );
+    } else if let Some(token) = &config.calls_token {
+        request = request.bearer_auth(token.expose());
+    } else {
+        bail!(
+            "set HERALD_CALLS_TOKEN or HERALD_CALLS_SECRET (the call webhook refuses calls without)"
+        );
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("post to {url}: is `herald serve` running?"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{status} {text}");
+    println!("call_id: {call_id}");
+    if !status.is_success() {
+        bail!("Herald answered {status}");
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContactsCommand {
+    /// Contacts, oldest first.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        /// Only opted-out (true) or only reachable (false) contacts.
+        #[arg(long = "opted-out")]
+        opted_out: Option<bool>,
+        /// Part of a name, phone or customer id.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One contact (by phone, contact id or customer id).
+    Show {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a contact or merge into the existing one.
+    Add {
+        phone: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A group to put the contact in (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A custom field, `key=value` (repeatable).
+        #[arg(long = "field", value_parser = parse_key_value)]
+        fields: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a CSV file: columns phone (required), name, groups (`;`-separated), opted_out,
+    /// any other column a custom field. Bad rows are skipped and reported by line.
+    Import {
+        file: PathBuf,
+        /// A group every imported contact joins.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every message to a contact (sends to it are refused).
+    #[command(name = "opt-out")]
+    OptOut {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow messages to a contact again.
+    #[command(name = "opt-in")]
+    OptIn {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a contact (its run history stays).
+    Delete {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCommand {
+    /// Every group with its member counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an empty group.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a group (its contacts stay, without it).
+    Delete { name: String },
+    /// The members of a group.
+    Members {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_contacts(list: &[crate::contacts::Contact]) {
+    println!(
+        "{:<16}  {:<24}  {:<9}  {:<30}  LAST SEEN",
+        "PHONE", "NAME", "OPTED OUT", "GROUPS"
+    );
+    for c in list {
+        println!(
+            "{:<16}  {:<24}  {:<9}  {:<30}  {}",
+            c.phone.as_deref().unwrap_or(&c.customer_id),
+            c.name.as_deref().unwrap_or("-"),
+            if c.opted_out { "yes" } else { "no" },
+            c.groups.join(","),
+            c.last_seen_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn print_contact(c: &crate::contacts::Contact, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    println!("contact    {}", c.id);
+    println!("phone      {}", c.phone.as_deref().unwrap_or("-"));
+    println!("customer   {}", c.customer_id);
+    println!("name       {}", c.name.as_deref().unwrap_or("-"));
+    println!("groups     {}", c.groups.join(", "));
+    println!("opted out  {}", if c.opted_out { "yes" } else { "no" });
+    println!("fields     {}", c.fields);
+    println!("created    {}", c.created_at.format("%Y-%m-%d %H:%M:%S"));
+    if let Some(t) = c.last_seen_at {
+        println!("last seen  {}", t.format("%Y-%m-%d %H:%M:%S"));
+    }
+    Ok(())
+}
+
+async fn contacts_command(config: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
+    use crate::contacts::{self, ContactFilter, ContactKey, GroupName, NewContact, import};
+    let pool = db::connect(&config.database_url, 2).await?;
+    let opt_out = matches!(cmd, ContactsCommand::OptOut { .. });
+    match cmd {
+        ContactsCommand::List {
+            group,
+            opted_out,
+            search,
+            limit,
+            offset,
+            json,
+        } => {
+            let filter = ContactFilter {
+                group: group.as_deref().map(GroupName::parse).transpose()?,
+                opted_out,
+                search,
+                limit: Some(limit),
+                offset: Some(offset),
+            };
+            let list = contacts::list(&pool, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_contacts(&list);
+            }
+        }
+        ContactsCommand::Show { contact, json } => {
+            let c = contacts::get(&pool, &ContactKey::parse(&contact)?).await?;
+            print_contact(&c, json)?;
+        }
+        ContactsCommand::Add {
+            phone,
+            name,
+            groups,
+            fields,
+            json,
+        } => {
+            let contact = NewContact {
+                phone: PhoneNumber::parse(&phone)?,
+                name,
+                fields: fields
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+                groups: groups
+                    .iter()
+                    .map(|g| GroupName::parse(g))
+                    .collect::<Result<_, _>>()?,
+                opted_out: None,
+            };
+            let upserted = contacts::upsert(&pool, &contact).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&upserted)?);
+            } else {
+                println!(
+                    "{} {}",
+                    if upserted.created {
+                        "created"
+                    } else {
+                        "updated"
+                    },
+                    upserted.contact.phone.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        ContactsCommand::Import { file, group, json } => {
+            let group = group.as_deref().map(GroupName::parse).transpose()?;
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let report = import::import_csv(&pool, &bytes, group.as_ref())
+                .await
+                .with_context(|| format!("import {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "imported {}, updated {}, skipped {}",
+                    report.imported,
+                    report.updated,
+                    report.skipped.len()
+                );
+                for s in &report.skipped {
+                    println!("  line {}: {}", s.line, s.reason);
+                }
+            }
+        }
+        ContactsCommand::OptOut { contact, json } | ContactsCommand::OptIn { contact, json } => {
+            let c = contacts::set_opted_out(&pool, &ContactKey::parse(&contact)?, opt_out).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!(
+                    "{} {}",
+                    c.phone.as_deref().unwrap_or(&c.customer_id),
+                    if opt_out { "opted out" } else { "opted in" }
+                );
+            }
+        }
+        ContactsCommand::Delete { contact, json } => {
+            let c = contacts::delete(&pool, &ContactKey::parse(&contact)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("deleted {}", c.phone.as_deref().unwrap_or(&c.customer_id));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn groups_command(config: &Config, cmd: GroupsCommand) -> anyhow::Result<()> {
+    use crate::contacts::{self, GroupName};
+    let pool = db::connect(&config.database_url, 2).await?;
+    match cmd {
+        GroupsCommand::List { json } => {
+            let list = contacts::list_groups(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<32}  {:>8}  {:>9}  DESCRIPTION",
+                "GROUP", "MEMBERS", "OPTED OUT"
+            );
+            for g in list {
+                println!(
+                    "{:<32}  {:>8}  {:>9}  {}",
+                    g.name,
+                    g.members,
+                    g.opted_out,
+                    g.description.unwrap_or_default()
+                );
+            }
+        }
+        GroupsCommand::Create { name, description } => {
+            let g =
+                contacts::create_group(&pool, &GroupName::parse(&name)?, description.as_deref())
+                    .await?;
+            println!("created group {}", g.name);
+        }
+        GroupsCommand::Delete { name } => {
+            let removed = contacts::delete_group(&pool, &GroupName::parse(&name)?).await?;
+            println!("deleted group {name} (removed from {removed} contacts)");
+        }
+        GroupsCommand::Members { name, json } => {
+            let list = contacts::members(&pool, &GroupName::parse(&name)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_contacts(&list);
+            }
         }
     }
     Ok(())

@@ -29,6 +29,9 @@ impl fmt::Debug for Secret {
 pub const SANDBOX_APP_SECRET: &str = "herald-sandbox-secret";
 /// The phone_number_id that `herald simulate` uses when none is given.
 pub const SANDBOX_PHONE_NUMBER_ID: &str = "100000000000001";
+/// The call webhook's bearer token when Herald runs in sandbox mode and neither
+/// `HERALD_CALLS_TOKEN` nor `HERALD_CALLS_SECRET` is set (`herald simulate call-ended` uses it).
+pub const SANDBOX_CALLS_TOKEN: &str = "herald-sandbox-calls-token";
 
 /// Queue type for Herald's durable queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +109,12 @@ pub struct Config {
     pub senders_file: PathBuf,
     pub pacing_max_wait: Duration,
     pub sender_recheck: Duration,
+    /// `POST /webhooks/calls`: the bearer token (`HERALD_CALLS_TOKEN`) and/or the HMAC secret of
+    /// `X-Herald-Signature-256` (`HERALD_CALLS_SECRET`); neither set outside the sandbox: the
+    /// endpoint refuses every call. The sender a call's follow-up goes out on by default.
+    pub calls_token: Option<Secret>,
+    pub calls_secret: Option<Secret>,
+    pub calls_sender: String,
 }
 
 /// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
@@ -159,7 +168,19 @@ impl Config {
             Some("json") => true,
             Some(other) => bail!("HERALD_LOG_FORMAT: '{other}' is not json or text"),
         };
+        let calls_secret = var("HERALD_CALLS_SECRET").map(Secret::new);
+        let calls_token = match var("HERALD_CALLS_TOKEN") {
+            Some(t) => Some(Secret::new(t)),
+            None if calls_secret.is_none() && access_token.is_none() => {
+                Some(Secret::new(SANDBOX_CALLS_TOKEN))
+            }
+            None => None,
+        };
         Ok(Config {
+            calls_token,
+            calls_secret,
+            calls_sender: var("HERALD_CALLS_SENDER")
+                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
             database_url: var("HERALD_DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/herald".into()),
             amqp_url: var("HERALD_AMQP_URL")
@@ -329,6 +350,25 @@ mod tests {
             let err = config(&[(key, value)]).unwrap_err();
             assert!(err.to_string().contains(key), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_call_webhook_has_a_sandbox_token_only_in_sandbox_mode() {
+        let sandbox = config(&[]).unwrap();
+        assert_eq!(
+            sandbox.calls_token.as_ref().map(Secret::expose),
+            Some(SANDBOX_CALLS_TOKEN)
+        );
+        assert_eq!(sandbox.calls_sender, SANDBOX_PHONE_NUMBER_ID);
+        let live = config(&[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")]).unwrap();
+        assert!(live.calls_token.is_none() && live.calls_secret.is_none());
+        let secret_only = config(&[
+            ("HERALD_CALLS_SECRET", "hmac"),
+            ("HERALD_CALLS_SENDER", "42"),
+        ])
+        .unwrap();
+        assert!(secret_only.calls_token.is_none());
+        assert_eq!(secret_only.calls_sender, "42");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod contacts;
 pub mod db;
 pub mod dispatch;
 pub mod domain;

@@ -2,6 +2,7 @@
 //! one transaction, publishes with confirms, and only then answers 200. The only place webhook
 //! routes are listed.
 
+pub mod calls;
 pub mod payload;
 pub mod quarantine;
 pub mod signature;
@@ -10,7 +11,11 @@ pub mod whatsapp;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::DefaultBodyLimit, routing::get};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
 use sqlx::PgPool;
 
 use crate::{bus::Bus, config::Config};
@@ -29,6 +34,7 @@ pub fn router(state: IngressState) -> Router {
             "/webhooks/whatsapp",
             get(whatsapp::verify).post(whatsapp::receive),
         )
+        .route("/webhooks/calls", post(calls::receive))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

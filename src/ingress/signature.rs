@@ -1,4 +1,5 @@
-//! `X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the app secret, compared in constant time.
+//! `X-Hub-Signature-256` (and the call webhook's `X-Herald-Signature-256`): HMAC-SHA256 of the
+//! raw body with a secret, compared in constant time; and constant-time token comparison.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -18,6 +19,14 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// Constant-time comparison of two byte strings (tokens); only the length may leak.
+pub fn equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The header value for `body`, as Meta computes it (used by `herald simulate` and tests).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
@@ -35,6 +44,14 @@ mod tests {
         let header = sign(b"s3cret", body);
         assert_eq!(header.len(), 71);
         assert!(verify(b"s3cret", Some(&header), body));
+    }
+
+    #[test]
+    fn tokens_are_equal_only_when_every_byte_is() {
+        assert!(equal(b"token", b"token"));
+        assert!(!equal(b"token", b"tokem"));
+        assert!(!equal(b"token", b"token2"));
+        assert!(!equal(b"", b"x"));
     }
 
     #[test]

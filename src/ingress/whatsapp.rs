@@ -10,20 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use subtle_compare::eq;
 
 use super::{IngressState, payload, quarantine, signature, store};
 use crate::bus::outbox;
-
-mod subtle_compare {
-    /// Constant-time comparison of two byte strings.
-    pub fn eq(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
 
 pub async fn verify(
     State(state): State<IngressState>,
@@ -35,7 +24,7 @@ pub async fn verify(
     let expected = state.config.verify_token.as_ref();
     match (mode, token, challenge, expected) {
         (Some("subscribe"), Some(token), Some(challenge), Some(expected))
-            if eq(token, expected.expose().as_bytes()) =>
+            if signature::equal(token, expected.expose().as_bytes()) =>
         {
             (
                 StatusCode::OK,

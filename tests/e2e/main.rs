@@ -3,6 +3,8 @@
 
 mod ai;
 mod api;
+mod calls;
+mod contacts;
 mod control;
 mod dispatch;
 mod error_classes;
