@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json` lists exactly the routes there are; a test checks real answers
 //! against the documented schemas.
 
+mod contacts;
 mod dispatches;
 mod events;
 mod runs;
@@ -232,6 +233,7 @@ pub fn api() -> Api {
     let api = workflows::routes(api);
     let api = runs::routes(api);
     let api = dispatches::routes(api);
+    let api = contacts::routes(api);
     events::routes(api)
 }
 

@@ -24,7 +24,7 @@ pub struct ImportRow {
 }
 
 /// A row that was not imported, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SkippedRow {
     pub line: u64,
     pub reason: String,
@@ -38,7 +38,7 @@ pub struct ParsedCsv {
 }
 
 /// What an import did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ImportReport {
     /// New contacts.
     pub imported: usize,

@@ -53,6 +53,8 @@ impl GroupName {
     }
 }
 
+crate::string_schema!(GroupName);
+
 impl TryFrom<String> for GroupName {
     type Error = InvalidGroupName;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -115,7 +117,7 @@ impl ContactsError {
 }
 
 /// A contact as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Contact {
     pub id: Uuid,
     /// The phone's digits (WhatsApp's wa_id), or a business-scoped user id.
@@ -187,7 +189,7 @@ impl From<PhoneNumber> for ContactKey {
 
 /// A contact to create, or to merge into an existing one (upsert): a given name replaces the
 /// stored one, fields are merged, groups added, a given `opted_out` replaces the stored one.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
     pub phone: PhoneNumber,
@@ -214,7 +216,7 @@ impl NewContact {
 }
 
 /// A change to a contact. A field set to `null` is removed.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactUpdate {
     #[serde(default)]
@@ -247,7 +249,7 @@ pub struct ContactFilter {
 }
 
 /// A group with its member counts (opted-out members included in `members`).
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Group {
     pub name: String,
     pub description: Option<String>,

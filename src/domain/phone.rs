@@ -68,6 +68,8 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
+crate::string_schema!(PhoneNumber);
+
 #[cfg(test)]
 mod tests {
     use super::*;
