@@ -262,11 +262,6 @@ pub fn router(state: ApiState) -> Router {
         .merge(protected)
 }
 
-/// Constant-time comparison of two byte strings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.config.api_token else {
         return ApiError::new(
@@ -282,7 +277,12 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if same(token.trim().as_bytes(), expected.expose().as_bytes()) => {
+        Some(token)
+            if crate::ingress::signature::equal(
+                token.trim().as_bytes(),
+                expected.expose().as_bytes(),
+            ) =>
+        {
             next.run(request).await
         }
         _ => ApiError::new(
