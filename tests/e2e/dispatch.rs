@@ -664,3 +664,104 @@ async fn message_statuses_update_the_dispatch_progress_and_a_failed_one_records_
     assert_eq!(ok, None);
     app.cleanup().await;
 }
+
+const FLOW_SURVEY: &str = r#"
+name: flow-survey
+trigger:
+  event: manual
+steps:
+  - send_template:
+      template: csat_survey
+      language: en_US
+      variables: ["{{ trigger.contact_name | default('there') }}", "Lea"]
+      buttons:
+        - flow:
+            flow_action_data:
+              agent: Lea
+  - wait_for_response:
+      id: answer
+      timeout: 1d
+  - send_text:
+      text: "Thanks! You gave us {{ steps.answer.flow_response.csat_score }}."
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flow_sent_by_dispatch_waits_and_the_submitted_flow_resumes_the_run_with_its_fields() {
+    let app = app_with(vec![FLOW_SURVEY], vec![]).await;
+    let chloe = "+447700900311";
+    let (status, created) = api(
+        &app,
+        "POST",
+        "/api/v1/dispatches",
+        Some(json!({"workflow": "flow-survey", "to": [chloe, phone(1)]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let waiting_path = format!("/api/v1/dispatches/{id}/contacts?state=waiting");
+    eventually("both wait for the flow", || async {
+        api(&app, "GET", &waiting_path, None)
+            .await
+            .1
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    })
+    .await;
+    let sends = app.sends().await;
+    let button = sends[0]["template"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "button")
+        .unwrap()
+        .clone();
+    let token = button["parameters"][0]["action"]["flow_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Chloe submits the Flow (Meta's nfm_reply, fixture 06, to our sender).
+    let mut body: Value = serde_json::from_slice(include_bytes!(
+        "../fixtures/whatsapp/06-flow-completion-nfm-reply.json"
+    ))
+    .unwrap();
+    let message = &mut body["entry"][0]["changes"][0]["value"]["messages"][0];
+    let mut response: Value = serde_json::from_str(
+        message["interactive"]["nfm_reply"]["response_json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    response["flow_token"] = json!(token);
+    message["interactive"]["nfm_reply"]["response_json"] = json!(response.to_string());
+    message["timestamp"] = json!(chrono::Utc::now().timestamp().to_string());
+    body["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!(SENDER);
+    let r = app.post_webhook(&serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(r.status(), 200);
+    eventually("Chloe's run went on with the submitted fields", || async {
+        app.sends()
+            .await
+            .iter()
+            .any(|s| s["to"] == "447700900311" && s["text"]["body"] == "Thanks! You gave us 4.")
+    })
+    .await;
+    let (_, waiting) = api(&app, "GET", &waiting_path, None).await;
+    let waiting: Vec<&str> = waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phone"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![phone(1)],
+        "only the one who did not answer waits"
+    );
+    eventually("the dispatch counts one completed", || async {
+        dispatch_state(&app, &id).await["progress"]["completed"] == 1
+    })
+    .await;
+    // The submission started no new run.
+    assert_eq!(app.count("SELECT count(*) FROM runs").await, 2);
+    app.cleanup().await;
+}
