@@ -544,6 +544,7 @@ pub async fn act(pool: &PgPool, id: Uuid, action: Action) -> Result<Dispatch, Di
         Action::Cancel => (&["running", "paused"], "cancelled", "cancelled"),
     };
     if !allowed.contains(&status.as_str()) {
+        tx.rollback().await?;
         return Err(DispatchError::Conflict {
             id,
             status,

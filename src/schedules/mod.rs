@@ -135,6 +135,9 @@ async fn fire_one(
     };
     let tz = workflow.trigger.timezone.unwrap_or_default();
     let Some((tick, count)) = due_ticks(cron, tz, last, now) else {
+        // End the transaction now: a dropped one keeps the row locked until its connection
+        // is cleaned up, and the next tick (SKIP LOCKED) would pass the schedule by.
+        tx.rollback().await.context("release schedule")?;
         return Ok(None);
     };
     sqlx::query("UPDATE schedule_ticks SET last_tick = $2, updated_at = now() WHERE workflow = $1")
