@@ -280,19 +280,32 @@ async fn a_schedule_for_each_group_member_starts_one_paced_run_per_matching_cont
         .unwrap();
     }
     let w = workflows(&app);
-    // The app's own scheduler runs too (on the real clock); whichever of the two takes the
-    // tick, it fires once.
+    // The app's own scheduler runs too, on the real clock: both it and the injected clock see
+    // the same tick (the latest Monday 09:00 in Berlin), and whichever takes it fires it once.
+    let now = Utc::now();
+    let (tick, _) = herald::schedules::due_ticks(
+        &herald::domain::CronExpr::parse("0 9 * * 1").unwrap(),
+        herald::domain::TimeZone::parse("Europe/Berlin").unwrap(),
+        now - chrono::TimeDelta::days(8),
+        now,
+    )
+    .expect("a Monday within eight days");
     sqlx::query(
-        "INSERT INTO schedule_ticks (workflow, last_tick) VALUES ('vip-reminder', '2026-11-22T12:00:00Z')
+        "INSERT INTO schedule_ticks (workflow, last_tick) VALUES ('vip-reminder', $1)
          ON CONFLICT (workflow) DO UPDATE SET last_tick = EXCLUDED.last_tick",
     )
+    .bind(tick - chrono::TimeDelta::hours(1))
     .execute(&app.pool)
     .await
     .unwrap();
-    // Monday 23 November 09:00 in Berlin is 08:00 UTC.
-    fire_due(&app.pool, &w, &defaults(), utc("2026-11-23T08:00:01Z"))
-        .await
-        .unwrap();
+    fire_due(
+        &app.pool,
+        &w,
+        &defaults(),
+        tick + chrono::TimeDelta::seconds(1),
+    )
+    .await
+    .unwrap();
     eventually(
         "the pro member who is not opted out got the reminder",
         || async {
@@ -319,7 +332,10 @@ async fn a_schedule_for_each_group_member_starts_one_paced_run_per_matching_cont
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(trigger["fire_time"], "2026-11-23T08:00:00Z");
+    assert_eq!(
+        trigger["fire_time"],
+        tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     assert_eq!(trigger["customer_phone"], "+491510000000");
     app.cleanup().await;
 }
