@@ -45,6 +45,9 @@ fn runs(roles: &[Role], role: Role) -> bool {
     roles.contains(&Role::All) || roles.contains(&role)
 }
 
+/// How long a shutdown waits for held work (a step's provider call, an outcome being recorded).
+const DRAIN_LIMIT: Duration = Duration::from_secs(90);
+
 /// A started Herald. Drop does not stop it: call [`Running::shutdown`].
 pub struct Running {
     pub addr: SocketAddr,
@@ -64,11 +67,23 @@ impl Running {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.server.close();
-        self.server.wait().await;
         self.tasks.close();
-        self.tasks.wait().await;
+        // Held work gets a bounded time to finish; what is left then is safe to abandon (jobs
+        // are unacked and redelivered; a step mid-call has its intent recorded).
+        let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+            self.server.wait().await;
+            self.tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                limit = ?DRAIN_LIMIT,
+                tasks = self.tasks.len() + self.server.len(),
+                "held work did not finish in time; stopping anyway (unacked jobs are redelivered)"
+            );
+        }
         self.bus.close().await;
-        self.pool.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
     }
 
     /// Waits until the shutdown token is cancelled (by a signal), then shuts down.

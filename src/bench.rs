@@ -197,6 +197,12 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
             "HERALD_SENDERS",
             "/nonexistent/herald-bench-senders.yaml".to_string(),
         ),
+        // Nor the working directory's template catalog: it does not list the bench's template,
+        // and without a catalog every template may be sent.
+        (
+            "HERALD_TEMPLATES",
+            "/nonexistent/herald-bench-templates.yaml".to_string(),
+        ),
     ]);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let workflow =

@@ -287,3 +287,42 @@ fn workflows_schema_prints_a_json_schema_of_every_step() {
     }
     assert_eq!(schema["title"], "WorkflowSpec");
 }
+
+/// The benchmark itself, briefly and at a low rate: it must keep working from the project's
+/// folder (whose templates.yaml does not list the bench's template) and find every webhook sent
+/// once. The figures are not judged here; `herald bench` prints them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
+    let out = tokio::task::spawn_blocking(|| {
+        herald()
+            .args([
+                "bench",
+                "--duration",
+                "4s",
+                "--latency-duration",
+                "2s",
+                "--rate",
+                "50",
+                "--concurrency",
+                "8",
+                "--json",
+            ])
+            .env("RUST_LOG", "warn")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run herald bench")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "herald bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let delivery = &report["delivery"];
+    assert!(delivery["accepted"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(delivery["sends"], delivery["accepted"], "{report:#}");
+    assert_eq!(delivery["lost"], 0);
+    assert_eq!(delivery["duplicated"], 0);
+    assert!(report["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+}
