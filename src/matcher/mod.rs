@@ -82,6 +82,14 @@ pub async fn handle_event(
     if matched.is_empty() && reply.is_none() {
         return Ok(Vec::new()); // nothing to do: no transaction
     }
+    if reply.is_none()
+        && let [workflow] = matched.as_slice()
+    {
+        // One run: its statement commits on its own, no BEGIN/COMMIT round trips.
+        let mut conn = pool.acquire().await.context("matcher connection")?;
+        let context = run_context(event);
+        return create_run(&mut conn, workflow, event, &context, dispatch_of(event)).await;
+    }
     let mut tx = pool.begin().await.context("begin matcher transaction")?;
     let mut rows = Vec::new();
     if let Some(customer) = reply {
@@ -102,55 +110,73 @@ pub async fn handle_event(
         tx.commit().await.context("commit")?;
         return Ok(Vec::new());
     }
-    let context = {
-        let mut d = trigger_data(event);
-        d["steps"] = json!({});
-        d
-    };
-    let dispatch_id: Option<Uuid> = event.data["dispatch_id"]
+    let context = run_context(event);
+    let dispatch_id = dispatch_of(event);
+    for workflow in matched {
+        rows.extend(create_run(&mut tx, workflow, event, &context, dispatch_id).await?);
+    }
+    tx.commit().await.context("commit runs")?;
+    Ok(rows)
+}
+
+/// A new run's data: the trigger, the event, no step outputs yet.
+fn run_context(event: &CloudEvent) -> Value {
+    let mut d = trigger_data(event);
+    d["steps"] = json!({});
+    d
+}
+
+/// The dispatch a `manual` or `schedule` event belongs to.
+fn dispatch_of(event: &CloudEvent) -> Option<Uuid> {
+    event.data["dispatch_id"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .filter(|_| {
             event.event_type == EventType::Manual || event.event_type == EventType::Schedule
-        });
-    for workflow in matched {
-        let run_id = Uuid::now_v7();
-        let job = serde_json::to_value(Job::step(run_id, 0))?;
-        // The run and its first job in one statement; nothing when the run exists already
-        // (a redelivered event: its first job was staged with it).
-        let staged: Option<OutboxRow> = sqlx::query_as(
-            "WITH run AS (
-               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
-               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $9)
-               ON CONFLICT (workflow, event_id) DO NOTHING
-               RETURNING id
-             )
-             INSERT INTO outbox (destination, routing_key, body, event_id)
-             SELECT $7, '', $8, NULL FROM run
-             RETURNING id, destination, routing_key, body",
-        )
-        .bind(run_id)
-        .bind(&workflow.name)
-        .bind(event.id)
-        .bind(&event.subject)
-        .bind(&event.senderid)
-        .bind(&context)
-        .bind(Destination::Jobs.as_str())
-        .bind(&job)
-        .bind(dispatch_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("create run and stage its first job")?;
-        let Some(staged) = staged else {
-            continue; // redelivered event: the run and its first job exist already
-        };
-        rows.push(staged);
-        metrics::counter!("herald_runs_started_total", "workflow" => workflow.name.clone())
-            .increment(1);
-        tracing::info!(run_id = %run_id, workflow = %workflow.name, event_id = %event.id, event_type = %event.event_type, "run started");
-    }
-    tx.commit().await.context("commit runs")?;
-    Ok(rows)
+        })
+}
+
+/// Creates the run of `workflow` for `event` and stages its first job, in one statement;
+/// nothing when the run exists already (a redelivered event: its first job was staged with it).
+async fn create_run(
+    conn: &mut sqlx::PgConnection,
+    workflow: &Workflow,
+    event: &CloudEvent,
+    context: &Value,
+    dispatch_id: Option<Uuid>,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let run_id = Uuid::now_v7();
+    let job = serde_json::to_value(Job::step(run_id, 0))?;
+    let staged: Option<OutboxRow> = sqlx::query_as(
+        "WITH run AS (
+           INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
+           VALUES ($1, $2, $3, $4, $5, 'queued', $6, $9)
+           ON CONFLICT (workflow, event_id) DO NOTHING
+           RETURNING id
+         )
+         INSERT INTO outbox (destination, routing_key, body, event_id)
+         SELECT $7, '', $8, NULL FROM run
+         RETURNING id, destination, routing_key, body",
+    )
+    .bind(run_id)
+    .bind(&workflow.name)
+    .bind(event.id)
+    .bind(&event.subject)
+    .bind(&event.senderid)
+    .bind(context)
+    .bind(Destination::Jobs.as_str())
+    .bind(&job)
+    .bind(dispatch_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("create run and stage its first job")?;
+    let Some(staged) = staged else {
+        return Ok(Vec::new());
+    };
+    metrics::counter!("herald_runs_started_total", "workflow" => workflow.name.clone())
+        .increment(1);
+    tracing::info!(run_id = %run_id, workflow = %workflow.name, event_id = %event.id, event_type = %event.event_type, "run started");
+    Ok(vec![staged])
 }
 
 fn is_inbound_message(t: EventType) -> bool {

@@ -24,8 +24,8 @@ use crate::{
         dead_letters::{self, NewDeadLetter},
         finish_run, move_to, set_output,
     },
-    steps::{ErrorClass, Next, Services, StepContext, StepError},
-    workflow::{SharedWorkflows, Workflow},
+    steps::{ErrorClass, Next, Rendered, Services, StepContext, StepError, StepOutput},
+    workflow::{FlatStep, SharedWorkflows, Workflow},
 };
 
 /// What became of one job.
@@ -48,6 +48,11 @@ pub async fn execute_job(
     workflows: &SharedWorkflows,
     job: Job,
 ) -> anyhow::Result<Outcome> {
+    if job.resume.is_none()
+        && let Some(outcome) = fast_step(services, workflows, job).await?
+    {
+        return Ok(outcome);
+    }
     let pool = &services.pool;
     // Phase 1: lock the run, check the job is current, record the intent.
     let mut tx = pool.begin().await.context("begin step")?;
@@ -219,10 +224,47 @@ pub async fn execute_job(
         .await
         .context("mark run running")?;
     tx.commit().await.context("commit step intent")?;
+    let step = Started {
+        workflow,
+        flat,
+        attempt,
+        input,
+    };
+    carry_out(services, job, step, rendered, &ctx).await
+}
+
+/// A step whose intent is recorded: what phases 2 and 3 need to know of it.
+struct Started<'w> {
+    workflow: &'w Workflow,
+    flat: &'w FlatStep,
+    attempt: i32,
+    input: Value,
+}
+
+/// Phases 2 and 3: executes a step whose intent is recorded, then records its outcome and the
+/// next job.
+async fn carry_out(
+    services: &Services,
+    job: Job,
+    started_step: Started<'_>,
+    rendered: Rendered,
+    ctx: &StepContext<'_>,
+) -> anyhow::Result<Outcome> {
+    let pool = &services.pool;
+    let Started {
+        workflow,
+        flat,
+        attempt,
+        input,
+    } = started_step;
+    let (step_id, step) = (flat.id.as_str(), &flat.kind);
+    let step_type = step.type_name();
+    let workflow_name = workflow.name.as_str();
+    let customer_id = ctx.customer_id;
 
     // Phase 2: the side effect.
     let started = std::time::Instant::now();
-    let result = step.execute(rendered, &ctx).await;
+    let result = step.execute(rendered, ctx).await;
     let elapsed = started.elapsed();
 
     // Phase 3: the outcome and the next job, atomically. Only this worker knows the outcome:
@@ -242,6 +284,27 @@ pub async fn execute_job(
             .record(elapsed.as_secs_f64());
     }
     let recording = std::time::Instant::now();
+    if let Ok(out) = &result
+        && let Some(target) = match out.next {
+            Next::Continue => Some(flat.next),
+            Next::Arm(arm) => Some(workflow.arm_target(job.step_index as usize, arm)),
+            _ => None,
+        }
+    {
+        loop {
+            match record_success(pool, job, step_id, attempt, out, target).await {
+                Ok(rows) => {
+                    tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
+                    return Ok(Outcome::Done(rows));
+                }
+                Err(e) if recording.elapsed() < OUTCOME_PATIENCE => {
+                    tracing::warn!(run_id = %job.run_id, step = %step_id, error = format!("{e:#}"), "could not record the step's outcome; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     loop {
         let recorded: anyhow::Result<Outcome> = async {
             let mut tx = pool.begin().await.context("begin step outcome")?;
@@ -349,10 +412,10 @@ pub async fn execute_job(
                             let error_json = error.to_json();
                             let letter = NewDeadLetter {
                                 job,
-                                workflow: &workflow_name,
+                                workflow: workflow_name,
                                 step_id,
                                 step_type,
-                                customer_id: customer_id.as_deref(),
+                                customer_id,
                                 error: &error_json,
                                 input: Some(&input),
                                 attempts: attempt,
@@ -361,10 +424,10 @@ pub async fn execute_job(
                             tx.commit().await.context("commit failed step")?;
                             give_up(
                                 services,
-                                &workflow_name,
+                                workflow_name,
                                 job,
                                 step_id,
-                                customer_id.as_deref(),
+                                customer_id,
                                 error,
                                 id,
                             )
@@ -388,6 +451,213 @@ pub async fn execute_job(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What the fast path reads of a run, its step's last attempt and its contact, in one query.
+type FastRow = (
+    String,
+    String,
+    i32,
+    Value,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<Value>,
+    Option<Vec<String>>,
+    Option<bool>,
+);
+
+/// The common case in two statements and one commit instead of a locked transaction: a job for
+/// a queued or running run whose step has no attempt in progress. It reads the run, the last
+/// attempt and the contact in one query, renders the step, and records the intent with a
+/// statement that only inserts while the run is still at that step; the unique key on
+/// (run, step, attempt) makes two workers holding the same job record one intent between them.
+/// `None` hands the job to the locked path, which decides every other case (a run that is
+/// sleeping, waiting, retrying or finished, an interrupted attempt, a step that cannot be
+/// rendered, an intent another worker recorded first).
+async fn fast_step(
+    services: &Services,
+    workflows: &SharedWorkflows,
+    job: Job,
+) -> anyhow::Result<Option<Outcome>> {
+    let row: Option<FastRow> = sqlx::query_as(
+        "SELECT r.workflow, r.status, r.step_index, r.context, r.customer_id, r.sender_id,
+                a.attempt, a.state, c.customer_id IS NOT NULL, c.name, c.phone, c.fields, c.groups, c.opted_out
+         FROM runs r
+         LEFT JOIN LATERAL (SELECT attempt, state FROM step_attempts
+                            WHERE run_id = r.id AND step_index = $2 ORDER BY attempt DESC LIMIT 1) a ON true
+         LEFT JOIN contacts c ON c.customer_id = r.customer_id
+         WHERE r.id = $1",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .fetch_optional(&services.pool)
+    .await
+    .context("load run")?;
+    let Some((
+        workflow_name,
+        status,
+        step_index,
+        context,
+        customer_id,
+        sender_id,
+        last_attempt,
+        last_state,
+        has_contact,
+        name,
+        phone,
+        fields,
+        groups,
+        opted_out,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    if step_index != job.step_index {
+        return Ok(Some(Outcome::Stale));
+    }
+    if !matches!(status.as_str(), "queued" | "running") || last_state.as_deref() == Some("started")
+    {
+        return Ok(None);
+    }
+    let Some(workflow) = workflows.get(&workflow_name) else {
+        return Ok(None);
+    };
+    let Some(flat) = workflow.steps.get(job.step_index as usize) else {
+        return Ok(None);
+    };
+    let attempt = last_attempt.map_or(1, |n| n + 1);
+    let mut data = context;
+    data["contact"] = match (&customer_id, has_contact) {
+        (None, _) => json!({}),
+        (Some(id), false) => json!({ "id": id }),
+        (Some(id), true) => json!({
+            "id": id, "name": name, "phone": phone, "fields": fields,
+            "groups": groups, "opted_out": opted_out,
+        }),
+    };
+    let ctx = StepContext {
+        run_id: job.run_id,
+        step_id: &flat.id,
+        sender_id: sender_id.as_deref(),
+        customer_id: customer_id.as_deref(),
+        data: &data,
+        services,
+    };
+    let Ok((rendered, input)) = flat.kind.render(&ctx) else {
+        return Ok(None); // the locked path records the failure and its dead letter
+    };
+    let recorded: Option<(uuid::Uuid,)> = sqlx::query_as(
+        "WITH ins AS (
+           INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, lease_until)
+           SELECT $1, $2, $3, $4, $5, 'started', $6, now() + make_interval(secs => $7)
+           FROM runs WHERE id = $1 AND step_index = $2 AND status IN ('queued', 'running')
+           ON CONFLICT (run_id, step_index, attempt) DO NOTHING
+           RETURNING run_id
+         )
+         UPDATE runs SET status = 'running', updated_at = now()
+         WHERE id IN (SELECT run_id FROM ins) RETURNING id",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .bind(&flat.id)
+    .bind(flat.kind.type_name())
+    .bind(attempt)
+    .bind(&input)
+    .bind(services.lease.as_secs_f64())
+    .fetch_optional(&services.pool)
+    .await
+    .context("record step intent")?;
+    if recorded.is_none() {
+        return Ok(None);
+    }
+    let step = Started {
+        workflow,
+        flat,
+        attempt,
+        input,
+    };
+    carry_out(services, job, step, rendered, &ctx)
+        .await
+        .map(Some)
+}
+
+/// A step that succeeded and goes on to step `target` (or completes the run, `None`), recorded
+/// in one statement: the attempt's output, the message sent, the run's context and position,
+/// and the next job's outbox row. When the run has moved on meanwhile (its attempt was closed
+/// as interrupted), the attempt and the message are still recorded, and nothing more.
+async fn record_success(
+    pool: &sqlx::PgPool,
+    job: Job,
+    step_id: &str,
+    attempt: i32,
+    out: &StepOutput,
+    target: Option<usize>,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let target = target.map(|t| t as i32);
+    let next_job = target.map(|t| serde_json::to_value(Job::step(job.run_id, t)));
+    let next_job = next_job.transpose()?;
+    let sent = out.sent.as_ref();
+    let row: (i64, Option<i64>, Option<String>, Option<String>, Option<Value>) = sqlx::query_as(
+        "WITH att AS (
+           UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
+           WHERE run_id = $1 AND step_index = $2 AND attempt = $3
+         ), msg AS (
+           INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
+           SELECT $8, $1, $2, $9, $10, $11, $12, $13, $14, 'accepted' WHERE $14::text IS NOT NULL
+           ON CONFLICT (wamid) DO NOTHING
+         ), run AS (
+           UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $5::text], $4, true),
+             step_index = COALESCE($6::int, step_index),
+             status = CASE WHEN $6::int IS NULL THEN 'completed' ELSE 'queued' END,
+             error = CASE WHEN $6::int IS NULL THEN NULL ELSE error END,
+             finished_at = CASE WHEN $6::int IS NULL THEN now() ELSE finished_at END,
+             updated_at = now()
+           WHERE id = $1 AND step_index = $2
+           RETURNING id
+         ), job AS (
+           INSERT INTO outbox (destination, routing_key, body, event_id)
+           SELECT $15, '', $7, NULL FROM run WHERE $6::int IS NOT NULL
+           RETURNING id, destination, routing_key, body
+         )
+         SELECT (SELECT count(*) FROM run), job.id, job.destination, job.routing_key, job.body
+         FROM (SELECT 1) AS one LEFT JOIN job ON true",
+    )
+    .bind(job.run_id)
+    .bind(job.step_index)
+    .bind(attempt)
+    .bind(&out.output)
+    .bind(step_id)
+    .bind(target)
+    .bind(next_job)
+    .bind(uuid::Uuid::now_v7())
+    .bind(sent.map(|m| m.sender_id.as_str()))
+    .bind(sent.map(|m| m.recipient.as_str()))
+    .bind(sent.map(|m| m.kind))
+    .bind(sent.map(|m| m.provider))
+    .bind(sent.map(|m| &m.request))
+    .bind(sent.map(|m| m.wamid.as_str()))
+    .bind(crate::bus::Destination::Jobs.as_str())
+    .fetch_one(pool)
+    .await
+    .context("record step outcome")?;
+    let (moved, id, destination, routing_key, body) = row;
+    if moved == 1 && target.is_none() {
+        tracing::info!(run_id = %job.run_id, "run completed");
+    }
+    Ok(match (id, destination, routing_key, body) {
+        (Some(id), Some(destination), Some(routing_key), Some(body)) => vec![OutboxRow {
+            id,
+            destination,
+            routing_key,
+            body,
+        }],
+        _ => Vec::new(),
+    })
 }
 
 /// How long a worker keeps trying to record a step's outcome while PostgreSQL is away.
