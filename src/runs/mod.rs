@@ -42,6 +42,8 @@ pub enum Resume {
     Timeout,
     /// A failed step's retry is due.
     Retry,
+    /// The step was held back for an earlier run of the same contact: try it now.
+    Turn,
 }
 
 impl Resume {
@@ -50,6 +52,7 @@ impl Resume {
             Resume::Wake => "wake",
             Resume::Timeout => "timeout",
             Resume::Retry => "retry",
+            Resume::Turn => "turn",
         }
     }
 }

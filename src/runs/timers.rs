@@ -32,6 +32,7 @@ pub async fn claim_due(pool: &PgPool) -> anyhow::Result<Vec<OutboxRow>> {
         let resume = match kind.as_str() {
             "timeout" => Resume::Timeout,
             "retry" => Resume::Retry,
+            "turn" => Resume::Turn,
             _ => Resume::Wake,
         };
         let job = Job {

@@ -60,9 +60,9 @@ impl Senders {
         let reservation = pacing::reserve(&self.pool, &self.limits, sender, to.digits())
             .await
             .map_err(|e| {
-                StepError::new(
-                    ErrorClass::ProviderError,
-                    format!("reserve a send slot for sender {sender}: {e}"),
+                crate::steps::database_away(
+                    &format!("reserving a send slot for sender {sender}"),
+                    &e,
                 )
             })?;
         let probe = match reservation {

@@ -385,6 +385,16 @@ impl Default for Recipient {
     }
 }
 
+/// A read or write of Herald's own database that a send needs failed before anything was sent:
+/// not a failed attempt. The step is put off for a second (recorded once the database is back),
+/// like a send waiting for its slot.
+pub(crate) fn database_away(what: &str, e: &sqlx::Error) -> StepError {
+    tracing::warn!(error = %e, "{what} failed; step put off, nothing sent");
+    let mut deferred = StepError::deferred(std::time::Duration::from_secs(1));
+    deferred.message = format!("not sent: {what} failed: {e}");
+    deferred
+}
+
 /// Fails with "Outside 24-hour window" unless `to` wrote to `sender` in the last 24 hours.
 pub(crate) async fn require_window(
     pool: &PgPool,
@@ -400,12 +410,7 @@ pub(crate) async fn require_window(
     .bind(to.digits())
     .fetch_optional(pool)
     .await
-    .map_err(|e| {
-        StepError::new(
-            ErrorClass::ProviderError,
-            format!("check the 24-hour window: {e}"),
-        )
-    })?;
+    .map_err(|e| database_away("checking the 24-hour window", &e))?;
     if open == Some(true) {
         return Ok(());
     }

@@ -534,10 +534,7 @@ impl SendTemplate {
         )
         .await
         .map_err(|e| {
-            StepError::new(
-                ErrorClass::ProviderError,
-                format!("read the template catalog and the contact's opt-out: {e}"),
-            )
+            super::database_away("reading the template catalog and the contact's opt-out", &e)
         })?;
         if facts.catalog {
             crate::workflow::catalog::check_send(

@@ -48,7 +48,7 @@ pub async fn execute_job(
     workflows: &SharedWorkflows,
     job: Job,
 ) -> anyhow::Result<Outcome> {
-    if job.resume.is_none()
+    if matches!(job.resume, None | Some(Resume::Turn))
         && let Some(outcome) = fast_step(services, workflows, job).await?
     {
         return Ok(outcome);
@@ -93,6 +93,8 @@ pub async fn execute_job(
         }
         // A retry is due: run the step again below, as its next attempt.
         ("retrying", Some(Resume::Retry)) => {}
+        // Held back for an earlier run of the contact: run the step as a first try.
+        ("queued" | "running", Some(Resume::Turn)) => {}
         ("waiting", Some(Resume::Timeout)) => {
             tracing::info!(run_id = %job.run_id, step = step_id, "no reply before the timeout");
             set_output(&mut tx, job, step_id, &json!({"timed_out": true})).await?;
@@ -469,6 +471,7 @@ type FastRow = (
     Option<Value>,
     Option<Vec<String>>,
     Option<bool>,
+    bool,
 );
 
 /// The common case in two statements and one commit instead of a locked transaction: a job for
@@ -486,8 +489,14 @@ async fn fast_step(
 ) -> anyhow::Result<Option<Outcome>> {
     let row: Option<FastRow> = sqlx::query_as(
         "SELECT r.workflow, r.status, r.step_index, r.context, r.customer_id, r.sender_id,
-                a.attempt, a.state, c.customer_id IS NOT NULL, c.name, c.phone, c.fields, c.groups, c.opted_out
+                a.attempt, a.state, c.customer_id IS NOT NULL, c.name, c.phone, c.fields, c.groups, c.opted_out,
+                r.customer_id IS NOT NULL AND EXISTS (
+                  SELECT 1 FROM runs o JOIN events oe ON oe.id = o.event_id
+                  WHERE o.customer_id = r.customer_id AND o.status IN ('queued', 'running')
+                    AND o.id <> r.id AND (oe.received_at, oe.id) < (ev.received_at, ev.id)
+                ) AS behind
          FROM runs r
+         JOIN events ev ON ev.id = r.event_id
          LEFT JOIN LATERAL (SELECT attempt, state FROM step_attempts
                             WHERE run_id = r.id AND step_index = $2 ORDER BY attempt DESC LIMIT 1) a ON true
          LEFT JOIN contacts c ON c.customer_id = r.customer_id
@@ -513,6 +522,7 @@ async fn fast_step(
         fields,
         groups,
         opted_out,
+        behind,
     )) = row
     else {
         return Ok(None);
@@ -523,6 +533,23 @@ async fn fast_step(
     if !matches!(status.as_str(), "queued" | "running") || last_state.as_deref() == Some("started")
     {
         return Ok(None);
+    }
+    if behind {
+        // An earlier run of this contact is under way: its steps go first. Come back on a
+        // durable timer rather than hold the delivery (other contacts keep every slot).
+        sqlx::query(
+            "INSERT INTO timers (run_id, step_index, kind, due_at)
+             VALUES ($1, $2, 'turn', now() + make_interval(secs => $3))",
+        )
+        .bind(job.run_id)
+        .bind(job.step_index)
+        .bind(TURN_WAIT.as_secs_f64())
+        .execute(&services.pool)
+        .await
+        .context("hold the step for the contact's earlier run")?;
+        metrics::counter!("herald_steps_held_for_order_total").increment(1);
+        tracing::debug!(run_id = %job.run_id, step = job.step_index, "held for an earlier run of the contact");
+        return Ok(Some(Outcome::Done(Vec::new())));
     }
     let Some(workflow) = workflows.get(&workflow_name) else {
         return Ok(None);
@@ -551,10 +578,11 @@ async fn fast_step(
     let Ok((rendered, input)) = flat.kind.render(&ctx) else {
         return Ok(None); // the locked path records the failure and its dead letter
     };
-    let recorded: Option<(uuid::Uuid,)> = sqlx::query_as(
+    let owner = uuid::Uuid::now_v7();
+    let recorded: sqlx::Result<Option<(uuid::Uuid,)>> = sqlx::query_as(
         "WITH ins AS (
-           INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, lease_until)
-           SELECT $1, $2, $3, $4, $5, 'started', $6, now() + make_interval(secs => $7)
+           INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, lease_until, owner)
+           SELECT $1, $2, $3, $4, $5, 'started', $6, now() + make_interval(secs => $7), $8
            FROM runs WHERE id = $1 AND step_index = $2 AND status IN ('queued', 'running')
            ON CONFLICT (run_id, step_index, attempt) DO NOTHING
            RETURNING run_id
@@ -569,9 +597,16 @@ async fn fast_step(
     .bind(attempt)
     .bind(&input)
     .bind(services.lease.as_secs_f64())
+    .bind(owner)
     .fetch_optional(&services.pool)
-    .await
-    .context("record step intent")?;
+    .await;
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            forget_intent(&services.pool, job, attempt, owner).await;
+            return Err(anyhow::Error::new(e).context("record step intent"));
+        }
+    };
     if recorded.is_none() {
         return Ok(None);
     }
@@ -584,6 +619,38 @@ async fn fast_step(
     carry_out(services, job, step, rendered, &ctx)
         .await
         .map(Some)
+}
+
+/// The intent statement failed, so it may or may not have committed; this worker has not called
+/// the provider. Removes the intent if it was recorded (only this execution's own, by `owner`),
+/// so that the job's next delivery runs the step instead of closing it as interrupted. Keeps
+/// trying while PostgreSQL is away (as long as an outcome would be kept); if that runs out, the
+/// intent stays and is closed as interrupted after its lease: at most once still holds.
+async fn forget_intent(pool: &sqlx::PgPool, job: Job, attempt: i32, owner: uuid::Uuid) {
+    let started = std::time::Instant::now();
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM step_attempts
+             WHERE run_id = $1 AND step_index = $2 AND attempt = $3 AND owner = $4 AND state = 'started'",
+        )
+        .bind(job.run_id)
+        .bind(job.step_index)
+        .bind(attempt)
+        .bind(owner)
+        .execute(pool)
+        .await;
+        match deleted {
+            Ok(_) => return,
+            Err(e) if started.elapsed() < OUTCOME_PATIENCE => {
+                tracing::warn!(run_id = %job.run_id, error = %e, "could not check the step's intent; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, error = %e, "gave up checking the step's intent; it will be closed as interrupted");
+                return;
+            }
+        }
+    }
 }
 
 /// A step that succeeded and goes on to step `target` (or completes the run, `None`), recorded
@@ -659,6 +726,9 @@ async fn record_success(
         _ => Vec::new(),
     })
 }
+
+/// How soon a step held for an earlier run of its contact is tried again.
+const TURN_WAIT: Duration = Duration::from_millis(200);
 
 /// How long a worker keeps trying to record a step's outcome while PostgreSQL is away.
 const OUTCOME_PATIENCE: Duration = Duration::from_secs(60);

@@ -78,6 +78,8 @@ assistants:
 /// Answers like OpenAI's chat completions: `Answer <n> to: <last user message>`.
 struct FakeLlm {
     calls: AtomicUsize,
+    /// How long each answer takes.
+    delay: std::time::Duration,
 }
 
 impl Respond for FakeLlm {
@@ -90,17 +92,19 @@ impl Respond for FakeLlm {
             .and_then(|m| m["content"].as_str())
             .unwrap_or_default()
             .to_string();
-        ResponseTemplate::new(200).set_body_json(json!({
-            "id": format!("chatcmpl-{n}"),
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": format!("Answer {n} to: {last}")},
-                "finish_reason": "stop",
-            }],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }))
+        ResponseTemplate::new(200)
+            .set_delay(self.delay)
+            .set_body_json(json!({
+                "id": format!("chatcmpl-{n}"),
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": format!("Answer {n} to: {last}")},
+                    "finish_reason": "stop",
+                }],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }))
     }
 }
 
@@ -117,10 +121,15 @@ fn completions() -> wiremock::MockBuilder {
 async fn app_with_llm(workflow: &'static str, llm: ResponseOr) -> (TestApp, MockServer) {
     let server = MockServer::start().await;
     match llm {
-        ResponseOr::Answer => {
+        ResponseOr::Answer | ResponseOr::SlowAnswer => {
+            let delay = match llm {
+                ResponseOr::SlowAnswer => std::time::Duration::from_millis(800),
+                _ => std::time::Duration::ZERO,
+            };
             completions()
                 .respond_with(FakeLlm {
                     calls: AtomicUsize::new(0),
+                    delay,
                 })
                 .mount(&server)
                 .await
@@ -140,6 +149,8 @@ async fn app_with_llm(workflow: &'static str, llm: ResponseOr) -> (TestApp, Mock
 
 enum ResponseOr {
     Answer,
+    /// Answers, each after 800 ms.
+    SlowAnswer,
     Fail(ResponseTemplate),
 }
 
@@ -257,6 +268,68 @@ async fn an_inbound_message_is_answered_by_the_assistant_and_the_answer_is_sent(
                 "Answer 1 to: Where is my order?".to_string()
             ),
         ]
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quick_messages_are_answered_in_order_and_the_second_sees_the_first_answer() {
+    let (app, llm) = app_with_llm(AI_REPLY, ResponseOr::SlowAnswer).await;
+    const OTHER: &str = "+4915199999999";
+    // Both messages of the customer arrive before the assistant has answered the first; a
+    // message of another customer arrives meanwhile.
+    send(&app, CUSTOMER, "first question", "wamid.O1").await;
+    send(&app, CUSTOMER, "second question", "wamid.O2").await;
+    send(&app, OTHER, "hello", "wamid.O3").await;
+    eventually("three runs completed", || async {
+        completed_runs(&app).await == 3
+    })
+    .await;
+
+    let requests = llm_requests(&llm).await;
+    assert_eq!(requests.len(), 3);
+    let last_text =
+        |r: &Value| r["messages"].as_array().unwrap().last().unwrap()["content"].clone();
+    // The second question went to the assistant only after the first was answered and sent:
+    // it carries that exchange as history. Racing runs would have sent it without.
+    let second = requests
+        .iter()
+        .position(|r| last_text(r) == "second question")
+        .expect("the second question was asked");
+    let history: Vec<Value> = requests[second]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert!(history.contains(&json!("first question")), "{history:?}");
+    assert!(
+        history.iter().any(|c| c
+            .as_str()
+            .is_some_and(|c| c.ends_with("to: first question"))),
+        "{history:?}"
+    );
+    // The other customer was not held back: their question did not wait for the second one.
+    assert_eq!(
+        second, 2,
+        "the other customer's question came first: {requests:?}"
+    );
+    // The customer's answers went out in the order of the questions.
+    let to_customer: Vec<String> = app
+        .sends()
+        .await
+        .iter()
+        .filter(|s| s["to"] == CUSTOMER.trim_start_matches('+'))
+        .map(|s| s["text"]["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(to_customer.len(), 2, "{to_customer:?}");
+    assert!(
+        to_customer[0].ends_with("to: first question"),
+        "{to_customer:?}"
+    );
+    assert!(
+        to_customer[1].ends_with("to: second question"),
+        "{to_customer:?}"
     );
     app.cleanup().await;
 }
