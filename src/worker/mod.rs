@@ -166,6 +166,7 @@ pub async fn execute_job(
         services,
     };
     let step_type = step.type_name();
+    let owner = uuid::Uuid::now_v7();
     let (rendered, input) = match step.render(&ctx) {
         Ok(r) => r,
         Err(error) => {
@@ -180,6 +181,7 @@ pub async fn execute_job(
                 None,
                 Some(&error_json),
                 services.lease,
+                None,
             )
             .await?;
             // A step whose input cannot be rendered fails the same way every time: no retry.
@@ -218,6 +220,7 @@ pub async fn execute_job(
         Some(&input),
         None,
         services.lease,
+        Some(owner),
     )
     .await?;
     sqlx::query("UPDATE runs SET status = 'running', updated_at = now() WHERE id = $1")
@@ -225,7 +228,11 @@ pub async fn execute_job(
         .execute(&mut *tx)
         .await
         .context("mark run running")?;
-    tx.commit().await.context("commit step intent")?;
+    if let Err(e) = tx.commit().await {
+        // The commit may have happened; nothing was sent.
+        forget_intent(pool, job, attempt, owner).await;
+        return Err(anyhow::Error::new(e).context("commit step intent"));
+    }
     let step = Started {
         workflow,
         flat,
@@ -285,7 +292,6 @@ async fn carry_out(
         metrics::histogram!("herald_send_latency_seconds", "provider" => sent.provider)
             .record(elapsed.as_secs_f64());
     }
-    let recording = std::time::Instant::now();
     if let Ok(out) = &result
         && let Some(target) = match out.next {
             Next::Continue => Some(flat.next),
@@ -293,22 +299,14 @@ async fn carry_out(
             _ => None,
         }
     {
-        loop {
-            match record_success(pool, job, step_id, attempt, out, target).await {
-                Ok(rows) => {
-                    tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
-                    return Ok(Outcome::Done(rows));
-                }
-                Err(e) if recording.elapsed() < OUTCOME_PATIENCE => {
-                    tracing::warn!(run_id = %job.run_id, step = %step_id, error = format!("{e:#}"), "could not record the step's outcome; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let rows = patiently(job, "record the step's outcome", || {
+            record_success(pool, job, step_id, attempt, out, target)
+        })
+        .await?;
+        tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
+        return Ok(Outcome::Done(rows));
     }
-    loop {
-        let recorded: anyhow::Result<Outcome> = async {
+    patiently(job, "record the step's outcome", || async {
             let mut tx = pool.begin().await.context("begin step outcome")?;
             let current: Option<(i32,)> =
                 sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
@@ -442,12 +440,24 @@ async fn carry_out(
             };
             tx.commit().await.context("commit step outcome")?;
             Ok(Outcome::Done(rows))
-        }
-        .await;
-        match recorded {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if recording.elapsed() < OUTCOME_PATIENCE => {
-                tracing::warn!(run_id = %job.run_id, step = %step_id, error = format!("{e:#}"), "could not record the step's outcome; trying again");
+    })
+    .await
+}
+
+/// Runs `op` until it succeeds, again every second while PostgreSQL is away, for at most
+/// [`OUTCOME_PATIENCE`]: what only this worker knows (a step's outcome, that it never called
+/// the provider) is held rather than dropped.
+async fn patiently<T, F, Fut>(job: Job, what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let since = std::time::Instant::now();
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if since.elapsed() < OUTCOME_PATIENCE => {
+                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "could not {what}; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e),
@@ -456,23 +466,25 @@ async fn carry_out(
 }
 
 /// What the fast path reads of a run, its step's last attempt and its contact, in one query.
-type FastRow = (
-    String,
-    String,
-    i32,
-    Value,
-    Option<String>,
-    Option<String>,
-    Option<i32>,
-    Option<String>,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<Value>,
-    Option<Vec<String>>,
-    Option<bool>,
-    bool,
-);
+#[derive(sqlx::FromRow)]
+struct FastRow {
+    workflow: String,
+    status: String,
+    step_index: i32,
+    context: Value,
+    customer_id: Option<String>,
+    sender_id: Option<String>,
+    last_attempt: Option<i32>,
+    last_state: Option<String>,
+    has_contact: bool,
+    name: Option<String>,
+    phone: Option<String>,
+    fields: Option<Value>,
+    groups: Option<Vec<String>>,
+    opted_out: Option<bool>,
+    /// An earlier run of the same contact is queued or running.
+    behind: bool,
+}
 
 /// The common case in two statements and one commit instead of a locked transaction: a job for
 /// a queued or running run whose step has no attempt in progress. It reads the run, the last
@@ -489,7 +501,8 @@ async fn fast_step(
 ) -> anyhow::Result<Option<Outcome>> {
     let row: Option<FastRow> = sqlx::query_as(
         "SELECT r.workflow, r.status, r.step_index, r.context, r.customer_id, r.sender_id,
-                a.attempt, a.state, c.customer_id IS NOT NULL, c.name, c.phone, c.fields, c.groups, c.opted_out,
+                a.attempt AS last_attempt, a.state AS last_state, c.customer_id IS NOT NULL AS has_contact,
+                c.name, c.phone, c.fields, c.groups, c.opted_out,
                 r.customer_id IS NOT NULL AND EXISTS (
                   SELECT 1 FROM runs o JOIN events oe ON oe.id = o.event_id
                   WHERE o.customer_id = r.customer_id AND o.status IN ('queued', 'running')
@@ -507,26 +520,10 @@ async fn fast_step(
     .fetch_optional(&services.pool)
     .await
     .context("load run")?;
-    let Some((
-        workflow_name,
-        status,
-        step_index,
-        context,
-        customer_id,
-        sender_id,
-        last_attempt,
-        last_state,
-        has_contact,
-        name,
-        phone,
-        fields,
-        groups,
-        opted_out,
-        behind,
-    )) = row
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (step_index, status, last_state) = (row.step_index, &row.status, &row.last_state);
     if step_index != job.step_index {
         return Ok(Some(Outcome::Stale));
     }
@@ -534,7 +531,7 @@ async fn fast_step(
     {
         return Ok(None);
     }
-    if behind {
+    if row.behind {
         // An earlier run of this contact is under way: its steps go first. Come back on a
         // durable timer rather than hold the delivery (other contacts keep every slot).
         sqlx::query(
@@ -551,22 +548,27 @@ async fn fast_step(
         tracing::debug!(run_id = %job.run_id, step = job.step_index, "held for an earlier run of the contact");
         return Ok(Some(Outcome::Done(Vec::new())));
     }
-    let Some(workflow) = workflows.get(&workflow_name) else {
+    let Some(workflow) = workflows.get(&row.workflow) else {
         return Ok(None);
     };
     let Some(flat) = workflow.steps.get(job.step_index as usize) else {
         return Ok(None);
     };
-    let attempt = last_attempt.map_or(1, |n| n + 1);
-    let mut data = context;
-    data["contact"] = match (&customer_id, has_contact) {
-        (None, _) => json!({}),
-        (Some(id), false) => json!({ "id": id }),
-        (Some(id), true) => json!({
-            "id": id, "name": name, "phone": phone, "fields": fields,
-            "groups": groups, "opted_out": opted_out,
-        }),
-    };
+    let attempt = row.last_attempt.map_or(1, |n| n + 1);
+    let contact = row.has_contact.then(|| {
+        let groups = row.groups.unwrap_or_default();
+        let fields = row.fields.unwrap_or_else(|| json!({}));
+        (
+            row.name,
+            row.phone,
+            fields,
+            groups,
+            row.opted_out.unwrap_or(false),
+        )
+    });
+    let (customer_id, sender_id) = (row.customer_id, row.sender_id);
+    let mut data = row.context;
+    data["contact"] = contact_json(customer_id.as_deref(), contact);
     let ctx = StepContext {
         run_id: job.run_id,
         step_id: &flat.id,
@@ -621,15 +623,14 @@ async fn fast_step(
         .map(Some)
 }
 
-/// The intent statement failed, so it may or may not have committed; this worker has not called
-/// the provider. Removes the intent if it was recorded (only this execution's own, by `owner`),
+/// The statement (or commit) that records the intent failed, so it may or may not have
+/// committed; this worker has not called the provider. Removes the intent if it was recorded (only this execution's own, by `owner`),
 /// so that the job's next delivery runs the step instead of closing it as interrupted. Keeps
 /// trying while PostgreSQL is away (as long as an outcome would be kept); if that runs out, the
 /// intent stays and is closed as interrupted after its lease: at most once still holds.
 async fn forget_intent(pool: &sqlx::PgPool, job: Job, attempt: i32, owner: uuid::Uuid) {
-    let started = std::time::Instant::now();
-    loop {
-        let deleted = sqlx::query(
+    let forgotten = patiently(job, "check the step's intent", || async {
+        sqlx::query(
             "DELETE FROM step_attempts
              WHERE run_id = $1 AND step_index = $2 AND attempt = $3 AND owner = $4 AND state = 'started'",
         )
@@ -638,18 +639,12 @@ async fn forget_intent(pool: &sqlx::PgPool, job: Job, attempt: i32, owner: uuid:
         .bind(attempt)
         .bind(owner)
         .execute(pool)
-        .await;
-        match deleted {
-            Ok(_) => return,
-            Err(e) if started.elapsed() < OUTCOME_PATIENCE => {
-                tracing::warn!(run_id = %job.run_id, error = %e, "could not check the step's intent; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                tracing::warn!(run_id = %job.run_id, error = %e, "gave up checking the step's intent; it will be closed as interrupted");
-                return;
-            }
-        }
+        .await
+        .context("forget the step's intent")
+    })
+    .await;
+    if let Err(e) = forgotten {
+        tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "gave up checking the step's intent; it will be closed as interrupted");
     }
 }
 
@@ -814,7 +809,7 @@ async fn load_contact(
     customer_id: Option<&str>,
 ) -> anyhow::Result<Value> {
     let Some(customer_id) = customer_id else {
-        return Ok(json!({}));
+        return Ok(contact_json(None, None));
     };
     let row: Option<ContactRow> = sqlx::query_as(
         "SELECT name, phone, fields, groups, opted_out FROM contacts WHERE customer_id = $1",
@@ -823,13 +818,20 @@ async fn load_contact(
     .fetch_optional(&mut **tx)
     .await
     .context("load contact")?;
-    Ok(match row {
-        Some((name, phone, fields, groups, opted_out)) => json!({
-            "id": customer_id, "name": name, "phone": phone, "fields": fields,
+    Ok(contact_json(Some(customer_id), row))
+}
+
+/// `{{ contact.* }}`: the run's contact as steps see it (`{}` without a customer, only the id
+/// for a customer Herald has no contact row for).
+fn contact_json(customer_id: Option<&str>, row: Option<ContactRow>) -> Value {
+    match (customer_id, row) {
+        (None, _) => json!({}),
+        (Some(id), None) => json!({ "id": id }),
+        (Some(id), Some((name, phone, fields, groups, opted_out))) => json!({
+            "id": id, "name": name, "phone": phone, "fields": fields,
             "groups": groups, "opted_out": opted_out,
         }),
-        None => json!({ "id": customer_id }),
-    })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -843,11 +845,12 @@ async fn record_attempt(
     input: Option<&Value>,
     error: Option<&Value>,
     lease: Duration,
+    owner: Option<uuid::Uuid>,
 ) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, error, lease_until, finished_at)
+        "INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, error, lease_until, finished_at, owner)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9),
-                 CASE WHEN $6 = 'started' THEN NULL ELSE now() END)",
+                 CASE WHEN $6 = 'started' THEN NULL ELSE now() END, $10)",
     )
     .bind(job.run_id)
     .bind(job.step_index)
@@ -858,6 +861,7 @@ async fn record_attempt(
     .bind(input)
     .bind(error)
     .bind(lease.as_secs_f64())
+    .bind(owner)
     .execute(&mut **tx)
     .await
     .context("record step attempt")?;

@@ -169,6 +169,14 @@ async fn completed_runs(app: &TestApp) -> i64 {
         .await
 }
 
+/// Waits until `n` runs have completed.
+async fn until_completed(app: &TestApp, n: i64) {
+    eventually(&format!("{n} runs completed"), || async {
+        completed_runs(app).await == n
+    })
+    .await;
+}
+
 async fn send(app: &TestApp, from: &str, text: &str, wamid: &str) {
     assert_eq!(
         app.post_webhook(&text_body(from, text, wamid))
@@ -214,10 +222,7 @@ async fn assert_nothing_sent_or_stored(app: &TestApp) {
 async fn an_inbound_message_is_answered_by_the_assistant_and_the_answer_is_sent() {
     let (app, llm) = app_with_llm(AI_REPLY, ResponseOr::Answer).await;
     send(&app, CUSTOMER, "Where is my order?", "wamid.AI1").await;
-    eventually("run completed", || async {
-        completed_runs(&app).await == 1
-    })
-    .await;
+    until_completed(&app, 1).await;
 
     let requests = llm_requests(&llm).await;
     assert_eq!(requests.len(), 1);
@@ -274,17 +279,16 @@ async fn an_inbound_message_is_answered_by_the_assistant_and_the_answer_is_sent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_quick_messages_are_answered_in_order_and_the_second_sees_the_first_answer() {
-    let (app, llm) = app_with_llm(AI_REPLY, ResponseOr::SlowAnswer).await;
+    let (mut app, llm) = app_with_llm(AI_REPLY, ResponseOr::SlowAnswer).await;
+    // Two worker processes' worth of workers: the order must hold across them.
+    app.start_more(&[herald::app::Role::Worker]).await;
     const OTHER: &str = "+4915199999999";
     // Both messages of the customer arrive before the assistant has answered the first; a
     // message of another customer arrives meanwhile.
     send(&app, CUSTOMER, "first question", "wamid.O1").await;
     send(&app, CUSTOMER, "second question", "wamid.O2").await;
     send(&app, OTHER, "hello", "wamid.O3").await;
-    eventually("three runs completed", || async {
-        completed_runs(&app).await == 3
-    })
-    .await;
+    until_completed(&app, 3).await;
 
     let requests = llm_requests(&llm).await;
     assert_eq!(requests.len(), 3);
@@ -338,15 +342,9 @@ async fn two_quick_messages_are_answered_in_order_and_the_second_sees_the_first_
 async fn a_second_message_of_the_same_customer_sends_the_history_and_another_customer_has_none() {
     let (app, llm) = app_with_llm(AI_REPLY, ResponseOr::Answer).await;
     send(&app, CUSTOMER, "Hi, I need help", "wamid.H1").await;
-    eventually("first run completed", || async {
-        completed_runs(&app).await == 1
-    })
-    .await;
+    until_completed(&app, 1).await;
     send(&app, CUSTOMER, "It is order 42", "wamid.H2").await;
-    eventually("second run completed", || async {
-        completed_runs(&app).await == 2
-    })
-    .await;
+    until_completed(&app, 2).await;
 
     let requests = llm_requests(&llm).await;
     assert_eq!(requests.len(), 2);
@@ -373,10 +371,7 @@ async fn a_second_message_of_the_same_customer_sends_the_history_and_another_cus
 
     // Another customer starts a conversation of their own, without that history.
     send(&app, "+4915199999999", "Hello", "wamid.H3").await;
-    eventually("third run completed", || async {
-        completed_runs(&app).await == 3
-    })
-    .await;
+    until_completed(&app, 3).await;
     let requests = llm_requests(&llm).await;
     let last = &requests[2]["messages"];
     assert_eq!(last.as_array().unwrap().len(), 3, "{last}");
