@@ -231,6 +231,7 @@ pub async fn start(
             },
             lease: slowest + config.pacing_max_wait + Duration::from_secs(5),
             senders: senders.clone(),
+            facts: crate::templates::Facts::new(pool.clone()),
         };
         tasks.spawn(worker::run(
             services,
@@ -258,6 +259,12 @@ pub async fn start(
         }));
         router = router.merge(ingress::router(IngressState {
             pool: pool.clone(),
+            messages: crate::db::batch::Batched::new(
+                "ingress.messages",
+                pool.clone(),
+                ingress::store::StoreMessages,
+                crate::db::batch::Shape::default(),
+            ),
             bus: bus.clone(),
             config: config.clone(),
         }));

@@ -169,6 +169,7 @@ pub struct SendFacts {
 }
 
 type FactsRow = (
+    i64,
     bool,
     Option<String>,
     Option<String>,
@@ -177,44 +178,115 @@ type FactsRow = (
     bool,
 );
 
-/// Reads the catalog's entry for (name, language) and the opt-out of the contact with this phone.
-pub async fn send_facts(
-    pool: &PgPool,
-    name: &str,
-    language: &str,
-    to: &PhoneNumber,
-) -> sqlx::Result<SendFacts> {
-    let (catalog, category, status, body_parameters, named_parameters, opted_out): FactsRow =
-        sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM templates),
+/// A send's question: the template (name, language) and the recipient.
+#[derive(Clone)]
+pub struct FactsRequest {
+    pub name: String,
+    pub language: String,
+    pub to: PhoneNumber,
+}
+
+/// Reads, for many sends in one query, the catalog's entry for (name, language) and the
+/// opt-out of the contact with the recipient's phone. Batched across the sends of a process
+/// (`db::batch`); see [`Facts`].
+#[derive(Clone)]
+struct ReadFacts;
+
+impl crate::db::batch::Statement for ReadFacts {
+    type Input = FactsRequest;
+    type Output = SendFacts;
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        all: &[FactsRequest],
+    ) -> sqlx::Result<Vec<SendFacts>> {
+        let rows: Vec<FactsRow> = sqlx::query_as(
+            "SELECT x.ord, EXISTS (SELECT 1 FROM templates),
                     t.category, t.status, t.body_parameters, t.named_parameters,
                     COALESCE((SELECT bool_or(opted_out) FROM contacts
-                              WHERE customer_id = $3 OR phone = $4), false)
-             FROM (SELECT 1) one
-             LEFT JOIN templates t ON t.name = $1 AND t.language = $2",
+                              WHERE customer_id = x.digits OR phone = x.phone), false)
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                    WITH ORDINALITY AS x(name, language, digits, phone, ord)
+             LEFT JOIN templates t ON t.name = x.name AND t.language = x.language
+             ORDER BY x.ord",
         )
-        .bind(name)
-        .bind(language)
-        .bind(to.digits())
-        .bind(to.to_string())
-        .fetch_one(pool)
+        .bind(all.iter().map(|f| f.name.as_str()).collect::<Vec<_>>())
+        .bind(all.iter().map(|f| f.language.as_str()).collect::<Vec<_>>())
+        .bind(all.iter().map(|f| f.to.digits()).collect::<Vec<_>>())
+        .bind(all.iter().map(|f| f.to.to_string()).collect::<Vec<_>>())
+        .fetch_all(conn)
         .await?;
-    let template = match (category, status, body_parameters, named_parameters) {
-        (Some(category), Some(status), Some(body_parameters), Some(named_parameters)) => {
-            Some(KnownTemplate {
-                category,
-                status,
-                body_parameters,
-                named_parameters,
-            })
+        if rows.len() != all.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "the template facts query answered {} rows for {} sends",
+                rows.len(),
+                all.len()
+            )));
         }
-        _ => None,
-    };
-    Ok(SendFacts {
-        catalog,
-        template,
-        opted_out,
-    })
+        Ok(rows
+            .into_iter()
+            .map(
+                |(_, catalog, category, status, body_parameters, named_parameters, opted_out)| {
+                    let template = match (category, status, body_parameters, named_parameters) {
+                        (
+                            Some(category),
+                            Some(status),
+                            Some(body_parameters),
+                            Some(named_parameters),
+                        ) => Some(KnownTemplate {
+                            category,
+                            status,
+                            body_parameters,
+                            named_parameters,
+                        }),
+                        _ => None,
+                    };
+                    SendFacts {
+                        catalog,
+                        template,
+                        opted_out,
+                    }
+                },
+            )
+            .collect())
+    }
+}
+
+/// What sends must respect, read at send time (batched across the sends of a process).
+#[derive(Clone)]
+pub struct Facts {
+    read: crate::db::batch::Batched<ReadFacts>,
+}
+
+impl Facts {
+    /// Starts the query's batcher (needs a Tokio runtime).
+    pub fn new(pool: PgPool) -> Self {
+        Facts {
+            read: crate::db::batch::Batched::new(
+                "templates.facts",
+                pool,
+                ReadFacts,
+                crate::db::batch::Shape::default(),
+            ),
+        }
+    }
+
+    /// The catalog's entry for (name, language) and the opt-out of the contact with this phone.
+    pub async fn send_facts(
+        &self,
+        name: &str,
+        language: &str,
+        to: &PhoneNumber,
+    ) -> Result<SendFacts, crate::db::batch::DbError> {
+        self.read
+            .run(FactsRequest {
+                name: name.to_string(),
+                language: language.to_string(),
+                to: to.clone(),
+            })
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ use crate::{bus::Bus, config::Config};
 #[derive(Clone)]
 pub struct IngressState {
     pub pool: PgPool,
+    /// Stores the messages of concurrent deliveries together (see `store::StoreMessages`).
+    pub messages: crate::db::batch::Batched<store::StoreMessages>,
     pub bus: Bus,
     pub config: Arc<Config>,
 }

@@ -62,7 +62,7 @@ pub async fn replay(
     let result = match payload::parse(&body) {
         Err(e) => format!("still not understood: {e}"),
         Ok(parsed) => {
-            let stored = store::store_items(pool, &parsed.items, keywords)
+            let stored = store::store_items(pool, None, &parsed.items, keywords)
                 .await
                 .context("store replayed events")?;
             outbox::flush(bus, pool, &stored.outbox)

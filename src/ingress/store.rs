@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::payload::{InboundMessage, Item, QualityUpdate, StatusUpdate, TemplateStatusUpdate};
 use crate::{
     bus::{Destination, outbox::OutboxRow},
+    db::batch::Batched,
     domain::{CloudEvent, EventType, OptOutKeywords},
 };
 
@@ -25,21 +26,34 @@ pub struct Stored {
 /// (CTEs), so a delivery of one item (the usual case) needs no BEGIN/COMMIT round trips: the
 /// statement commits on its own before it answers. Several items share one transaction.
 /// `keywords` decide which inbound texts opt the contact out or back in.
+///
+/// With `batched`, a delivery of one message (the usual case) is stored by the statement that
+/// stores the messages of every concurrent delivery at once (see [`StoreMessages`]).
 pub async fn store_items(
     pool: &PgPool,
+    batched: Option<&Batched<StoreMessages>>,
     items: &[Item],
     keywords: &OptOutKeywords,
 ) -> sqlx::Result<Stored> {
     let mut stored = Stored::default();
     let mut duplicate_keys = Vec::new();
-    match items {
-        [] => {}
-        [item] => {
+    match (items, batched) {
+        ([], _) => {}
+        ([Item::Message(m)], Some(batched)) => {
+            let input = MessageInput::new(m, keywords);
+            let rows = batched.run(input.clone()).await.map_err(unshare)?;
+            record_message(&input, rows, &mut stored, &mut duplicate_keys);
+            if !duplicate_keys.is_empty() {
+                let mut conn = pool.acquire().await?;
+                pending_of_duplicates(&mut conn, &duplicate_keys, &mut stored).await?;
+            }
+        }
+        ([item], _) => {
             let mut conn = pool.acquire().await?;
             store_item(&mut conn, item, keywords, &mut stored, &mut duplicate_keys).await?;
             pending_of_duplicates(&mut conn, &duplicate_keys, &mut stored).await?;
         }
-        _ => {
+        (_, _) => {
             let mut tx = pool.begin().await?;
             for item in items {
                 store_item(&mut tx, item, keywords, &mut stored, &mut duplicate_keys).await?;
@@ -162,73 +176,101 @@ fn whatsapp_event(
     )
 }
 
-/// One statement: the dedup check, the 24-hour window, the message's events with their outbox
-/// rows, and the contact. Everything after the window runs only when the message_received event
-/// was inserted; the window is kept only when the message is not known yet, so a repeated
-/// delivery never touches it. Two deliveries of the same message at once: the second waits on
-/// the conversation row (and on the dedup key) until the first commits; its window update
-/// repeats the first one's (same timestamp: no change), and its event insert does nothing.
+/// A batch's statement error as the store's callers see it (the batch's callers share it).
+fn unshare(e: crate::db::batch::DbError) -> sqlx::Error {
+    std::sync::Arc::try_unwrap(e)
+        .unwrap_or_else(|shared| sqlx::Error::Io(std::io::Error::other(shared.to_string())))
+}
+
+/// One statement for many messages (of distinct contacts): the dedup check, the 24-hour
+/// window, each message's events with their outbox rows, and the contact. Everything after the
+/// window runs only for a message whose message_received event was inserted; the window is
+/// kept only for a message not known yet, so a repeated delivery never touches it. Two
+/// deliveries of the same message at once (in two batches): the second waits on the
+/// conversation row (and on the dedup key) until the first commits; its window update repeats
+/// the first one's (same timestamp: no change), and its event insert does nothing. Rows are
+/// locked in (sender, customer) order, so two batches never wait on each other in a circle.
 ///
-/// Parameters: $1 sender, $2 customer, $3 a new conversation id, $4 the message time, $5 the
-/// dedup key, $6/$7 the message_received event's id and body, $8..$11 the further events (id,
-/// type, dedup key, body), $12 whether each needs a new conversation, $13..$15 the contact's
-/// new id, phone and name, $16 the message_received type, $17 the outbox destination, $18 the
-/// opt-out keyword's decision (`opted_out`, `opted_in` or null: the contact's opt-out is set,
-/// cleared or kept). The event bodies get the conversation's id as data.conversation_id.
-/// Returns the outbox rows (id set) and the dedup keys of further events that were known
-/// (id null).
-const STORE_MESSAGE_SQL: &str = "
-WITH conv AS (
+/// Per message ($1..$11, one array element each): sender, customer, a new conversation id,
+/// the message time, the dedup key, the message_received event's id and body, the contact's
+/// new id, phone and name, and the opt-out keyword's decision (`opted_out`, `opted_in` or
+/// null: the contact's opt-out is set, cleared or kept). The further events ($13..$18, one
+/// element each): their message's position in $1.., id, type, dedup key, body, and whether
+/// they need a new conversation. $12 is the message_received type, $19 the outbox
+/// destination. The event bodies get the conversation's id as data.conversation_id.
+/// Returns per message (`item`) the outbox rows (id set) and the dedup keys of further events
+/// that were known (id null).
+const STORE_MESSAGES_SQL: &str = "
+WITH x AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::text[], $6::uuid[],
+                       $7::jsonb[], $8::uuid[], $9::text[], $10::text[], $11::text[])
+    WITH ORDINALITY AS x(sender, customer, conv_id, at, key, event_id, body, contact_id, phone, name, opt_out, ord)
+), conv AS (
   INSERT INTO conversations AS c (sender_id, customer_id, id, started_at, last_inbound_at, window_expires_at)
-  SELECT $1, $2, $3, $4, $4, $4 + interval '24 hours'
-  WHERE NOT EXISTS (SELECT 1 FROM events WHERE dedup_key = $5)
+  SELECT sender, customer, conv_id, at, at, at + interval '24 hours' FROM x
+  WHERE NOT EXISTS (SELECT 1 FROM events WHERE dedup_key = x.key)
+  ORDER BY sender, customer
   ON CONFLICT (sender_id, customer_id) DO UPDATE SET
     id = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.id ELSE c.id END,
     started_at = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.started_at ELSE c.started_at END,
     last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
     window_expires_at = GREATEST(c.window_expires_at, EXCLUDED.window_expires_at)
-  RETURNING c.id, c.id = $3 AS started
+  RETURNING c.sender_id, c.customer_id, c.id
+), xc AS (
+  SELECT x.*, conv.id AS cid, conv.id = x.conv_id AS started
+  FROM x JOIN conv ON conv.sender_id = x.sender AND conv.customer_id = x.customer
 ), ins_msg AS (
   INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-  SELECT $6, $16, $1, $2, $5,
-         jsonb_set($7, '{data,conversation_id}', to_jsonb(conv.id))
-  FROM conv
+  SELECT event_id, $12, sender, customer, key, jsonb_set(body, '{data,conversation_id}', to_jsonb(cid))
+  FROM xc ORDER BY sender, customer
   ON CONFLICT (dedup_key) DO NOTHING
   RETURNING id, type, cloudevent
+), fresh AS (
+  SELECT xc.* FROM xc JOIN ins_msg i ON i.id = xc.event_id
 ), more AS (
-  SELECT x.ord, x.id, x.type, x.key, jsonb_set(x.body, '{data,conversation_id}', to_jsonb(conv.id)) AS body
-  FROM ins_msg, conv,
-       unnest($8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::bool[])
-         WITH ORDINALITY AS x(id, type, key, body, needs_start, ord)
-  WHERE conv.started OR NOT x.needs_start
+  SELECT y.item, y.sub, y.id, y.type, y.key, fresh.sender, fresh.customer,
+         jsonb_set(y.body, '{data,conversation_id}', to_jsonb(fresh.cid)) AS body
+  FROM unnest($13::int8[], $14::uuid[], $15::text[], $16::text[], $17::jsonb[], $18::bool[])
+         WITH ORDINALITY AS y(item, id, type, key, body, needs_start, sub)
+  JOIN fresh ON fresh.ord = y.item
+  WHERE fresh.started OR NOT y.needs_start
 ), ins_more AS (
   INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-  SELECT id, type, $1, $2, key, body FROM more ORDER BY ord
+  SELECT id, type, sender, customer, key, body FROM more ORDER BY sender, customer, sub
   ON CONFLICT (dedup_key) DO NOTHING
   RETURNING id, type, cloudevent
+), all_new AS (
+  SELECT fresh.ord AS item, 0::bigint AS sub, i.id, i.type, i.cloudevent, fresh.sender
+  FROM ins_msg i JOIN fresh ON fresh.event_id = i.id
+  UNION ALL
+  SELECT more.item, more.sub, i.id, i.type, i.cloudevent, more.sender
+  FROM ins_more i JOIN more ON more.id = i.id
 ), ob AS (
   INSERT INTO outbox (destination, routing_key, body, event_id)
-  SELECT $17, e.type || '.' || $1, e.cloudevent, e.id
-  FROM (SELECT 0::bigint AS ord, id, type, cloudevent FROM ins_msg
-        UNION ALL
-        SELECT more.ord, i.id, i.type, i.cloudevent FROM ins_more i JOIN more ON more.id = i.id) e
-  ORDER BY e.ord
-  RETURNING id, destination, routing_key, body
+  SELECT $19, type || '.' || sender, cloudevent, id FROM all_new ORDER BY item, sub
+  RETURNING id, destination, routing_key, body, event_id
 ), contact AS (
   INSERT INTO contacts (id, customer_id, phone, name, last_seen_at, opted_out)
-  SELECT $13, $2, $14, $15, $4, COALESCE($18::text = 'opted_out', false) FROM ins_msg
+  SELECT contact_id, customer, phone, name, at, COALESCE(opt_out = 'opted_out', false)
+  FROM fresh ORDER BY customer
   ON CONFLICT (customer_id) DO UPDATE SET
     name = COALESCE(contacts.name, EXCLUDED.name),
     phone = COALESCE(contacts.phone, EXCLUDED.phone),
     last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
-    opted_out = CASE $18::text WHEN 'opted_out' THEN true WHEN 'opted_in' THEN false
-                ELSE contacts.opted_out END
+    opted_out = CASE EXCLUDED.opted_out WHEN true THEN true
+                ELSE CASE (SELECT f.opt_out FROM fresh f WHERE f.customer = EXCLUDED.customer_id)
+                     WHEN 'opted_in' THEN false ELSE contacts.opted_out END END
 )
-SELECT id, destination, routing_key, body, NULL::text AS known FROM ob
+SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, ob.body, NULL::text AS known
+FROM ob JOIN all_new n ON n.id = ob.event_id
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, more.key FROM more WHERE NOT EXISTS (SELECT 1 FROM ins_more i WHERE i.id = more.id)";
+SELECT more.item, more.sub, NULL, NULL, NULL, NULL, more.key FROM more
+WHERE NOT EXISTS (SELECT 1 FROM ins_more i WHERE i.id = more.id)
+ORDER BY 1, 2";
 
 type MessageRow = (
+    i64,
+    i64,
     Option<i64>,
     Option<String>,
     Option<String>,
@@ -236,89 +278,192 @@ type MessageRow = (
     Option<String>,
 );
 
-async fn store_message(
-    conn: &mut PgConnection,
-    m: &InboundMessage,
-    keywords: &OptOutKeywords,
+/// One message as [`StoreMessages`] takes it: its events are made here, at the edge.
+#[derive(Clone)]
+pub struct MessageInput {
+    sender: String,
+    customer: String,
+    conversation_id: Uuid,
+    at: DateTime<Utc>,
+    key: String,
+    wamid: String,
+    received: CloudEvent,
+    received_body: Value,
+    /// Further events: conversation_started, and flow_completed for a flow's reply.
+    more: Vec<FurtherEvent>,
+    contact_id: Uuid,
+    phone: Option<String>,
+    name: Option<String>,
+    opt_out: Option<&'static str>,
+}
+
+/// An event a message brings besides message_received.
+#[derive(Clone)]
+struct FurtherEvent {
+    event: CloudEvent,
+    key: String,
+    /// Stored only when the message opens a new conversation.
+    needs_start: bool,
+    body: Value,
+}
+
+impl MessageInput {
+    fn new(m: &InboundMessage, keywords: &OptOutKeywords) -> Self {
+        let opt_out = keywords.decide(&m.message_type, m.data.get("text").and_then(Value::as_str));
+        // The window opens (or stays open) for 24 h from the message's own time. The events
+        // carry this id until the statement puts in the conversation's (the same one when it
+        // started).
+        let new_id = Uuid::now_v7();
+        let mut data = m.data.clone();
+        data.insert("conversation_id".into(), json!(new_id));
+        data.insert("opt_out".into(), json!(opt_out.map(|c| c.as_str())));
+        let event = |event_type, data: &Map<String, Value>| {
+            whatsapp_event(
+                event_type,
+                &m.phone_number_id,
+                Some(&m.customer_id),
+                m.timestamp,
+                Value::Object(data.clone()),
+            )
+        };
+        let to_json = |e: &CloudEvent| serde_json::to_value(e).unwrap_or(Value::Null);
+        let received = event(EventType::MessageReceived, &data);
+        let started = event(EventType::ConversationStarted, &data);
+        let mut more = vec![FurtherEvent {
+            body: to_json(&started),
+            event: started,
+            key: format!("conversation_started:{}", m.wamid),
+            needs_start: true,
+        }];
+        if m.message_type == "nfm_reply" {
+            let flow = data.get("flow").cloned().unwrap_or(Value::Null);
+            let mut flow_data = data.clone();
+            flow_data.insert("flow_token".into(), flow["flow_token"].clone());
+            flow_data.insert("response".into(), flow["response"].clone());
+            let completed = event(EventType::FlowCompleted, &flow_data);
+            let body = to_json(&completed);
+            more.push(FurtherEvent {
+                event: completed,
+                key: format!("flow_completed:{}", m.wamid),
+                needs_start: false,
+                body,
+            });
+        }
+        MessageInput {
+            sender: m.phone_number_id.clone(),
+            customer: m.customer_id.clone(),
+            conversation_id: new_id,
+            at: m.timestamp,
+            key: format!("message:{}", m.wamid),
+            wamid: m.wamid.clone(),
+            received_body: to_json(&received),
+            received,
+            more,
+            contact_id: Uuid::now_v7(),
+            phone: m.customer_phone.clone(),
+            name: m.contact_name.clone(),
+            opt_out: opt_out.map(|c| c.as_str()),
+        }
+    }
+}
+
+/// Stores inbound messages, many in one statement (`STORE_MESSAGES_SQL`); batched across
+/// the webhook deliveries of a process (`db::batch`). Messages of the same contact go in
+/// separate statements, in the order they were handed in.
+#[derive(Clone)]
+pub struct StoreMessages;
+
+impl crate::db::batch::Statement for StoreMessages {
+    type Input = MessageInput;
+    type Output = Vec<MessageRow>;
+
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+        all: &[MessageInput],
+    ) -> sqlx::Result<Vec<Vec<MessageRow>>> {
+        let mut out: Vec<Vec<MessageRow>> = (0..all.len()).map(|_| Vec::new()).collect();
+        // Rounds of distinct contacts: a statement may upsert a contact's rows only once.
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut seen: Vec<std::collections::HashSet<&str>> = Vec::new();
+        for (i, m) in all.iter().enumerate() {
+            let round = seen
+                .iter()
+                .rposition(|s| s.contains(m.customer.as_str()))
+                .map_or(0, |r| r + 1);
+            if round == rounds.len() {
+                rounds.push(Vec::new());
+                seen.push(Default::default());
+            }
+            rounds[round].push(i);
+            seen[round].insert(m.customer.as_str());
+        }
+        for round in rounds {
+            let ms: Vec<&MessageInput> = round.iter().map(|&i| &all[i]).collect();
+            let more: Vec<(i64, &FurtherEvent)> = ms
+                .iter()
+                .enumerate()
+                .flat_map(|(i, m)| m.more.iter().map(move |e| (i as i64 + 1, e)))
+                .collect();
+            let rows: Vec<MessageRow> = sqlx::query_as(STORE_MESSAGES_SQL)
+                .bind(ms.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.customer.as_str()).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.conversation_id).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.at).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.received.id).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| &m.received_body).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.contact_id).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.phone.as_deref()).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.name.as_deref()).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.opt_out).collect::<Vec<_>>())
+                .bind(EventType::MessageReceived.as_str())
+                .bind(more.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+                .bind(more.iter().map(|(_, e)| e.event.id).collect::<Vec<_>>())
+                .bind(
+                    more.iter()
+                        .map(|(_, e)| e.event.event_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(more.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>())
+                .bind(more.iter().map(|(_, e)| &e.body).collect::<Vec<_>>())
+                .bind(more.iter().map(|(_, e)| e.needs_start).collect::<Vec<_>>())
+                .bind(Destination::Events.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in rows {
+                if let Some(&i) = usize::try_from(row.0 - 1).ok().and_then(|k| round.get(k)) {
+                    out[i].push(row);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Records what the statement did with one message: its outbox rows, or that it was known.
+fn record_message(
+    m: &MessageInput,
+    rows: Vec<MessageRow>,
     stored: &mut Stored,
     duplicate_keys: &mut Vec<String>,
-) -> sqlx::Result<()> {
-    let key = format!("message:{}", m.wamid);
-    let opt_out = keywords.decide(&m.message_type, m.data.get("text").and_then(Value::as_str));
-    // The window opens (or stays open) for 24 h from the message's own time. The events carry
-    // this id until the statement puts in the conversation's (the same one when it started).
-    let new_id = Uuid::now_v7();
-    let mut data = m.data.clone();
-    data.insert("conversation_id".into(), json!(new_id));
-    data.insert("opt_out".into(), json!(opt_out.map(|c| c.as_str())));
-    let event = |event_type, data: &Map<String, Value>| {
-        whatsapp_event(
-            event_type,
-            &m.phone_number_id,
-            Some(&m.customer_id),
-            m.timestamp,
-            Value::Object(data.clone()),
-        )
-    };
-    let received = event(EventType::MessageReceived, &data);
-    let mut more = vec![(
-        event(EventType::ConversationStarted, &data),
-        format!("conversation_started:{}", m.wamid),
-        true,
-    )];
-    if m.message_type == "nfm_reply" {
-        let flow = data.get("flow").cloned().unwrap_or(Value::Null);
-        let mut flow_data = data.clone();
-        flow_data.insert("flow_token".into(), flow["flow_token"].clone());
-        flow_data.insert("response".into(), flow["response"].clone());
-        more.push((
-            event(EventType::FlowCompleted, &flow_data),
-            format!("flow_completed:{}", m.wamid),
-            false,
-        ));
-    }
-    let to_json = |e: &CloudEvent| serde_json::to_value(e).unwrap_or(Value::Null);
-    let rows: Vec<MessageRow> = sqlx::query_as(STORE_MESSAGE_SQL)
-        .bind(&m.phone_number_id)
-        .bind(&m.customer_id)
-        .bind(new_id)
-        .bind(m.timestamp)
-        .bind(&key)
-        .bind(received.id)
-        .bind(to_json(&received))
-        .bind(more.iter().map(|(e, _, _)| e.id).collect::<Vec<_>>())
-        .bind(
-            more.iter()
-                .map(|(e, _, _)| e.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(more.iter().map(|(_, k, _)| k.as_str()).collect::<Vec<_>>())
-        .bind(more.iter().map(|(e, _, _)| to_json(e)).collect::<Vec<_>>())
-        .bind(more.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
-        .bind(Uuid::now_v7())
-        .bind(&m.customer_phone)
-        .bind(&m.contact_name)
-        .bind(received.event_type.as_str())
-        .bind(Destination::Events.as_str())
-        .bind(opt_out.map(|c| c.as_str()))
-        .fetch_all(&mut *conn)
-        .await?;
-    if let Some(change) = opt_out
+) {
+    if let Some(change) = m.opt_out
         && !rows.is_empty()
     {
-        tracing::info!(customer = %m.customer_id, change = %change, "opt-out keyword");
+        tracing::info!(customer = %m.customer, change, "opt-out keyword");
     }
     if rows.is_empty() {
         // Known already, or a concurrent delivery of the same message won.
         stored.duplicates += 1;
-        duplicate_keys.push(key);
+        duplicate_keys.push(m.key.clone());
         duplicate_keys.push(format!("conversation_started:{}", m.wamid));
         duplicate_keys.push(format!("flow_completed:{}", m.wamid));
-        return Ok(());
+        return;
     }
     for row in rows {
         match row {
-            (Some(id), Some(destination), Some(routing_key), Some(body), _) => {
+            (_, _, Some(id), Some(destination), Some(routing_key), Some(body), _) => {
                 stored.outbox.push(OutboxRow {
                     id,
                     destination,
@@ -327,13 +472,33 @@ async fn store_message(
                 });
                 stored.new_events += 1;
             }
-            (_, _, _, _, Some(known)) => {
+            (_, _, _, _, _, _, Some(known)) => {
                 stored.duplicates += 1;
                 duplicate_keys.push(known);
             }
             _ => {}
         }
     }
+}
+
+async fn store_message(
+    conn: &mut PgConnection,
+    m: &InboundMessage,
+    keywords: &OptOutKeywords,
+    stored: &mut Stored,
+    duplicate_keys: &mut Vec<String>,
+) -> sqlx::Result<()> {
+    use crate::db::batch::Statement;
+    let input = MessageInput::new(m, keywords);
+    let mut rows = StoreMessages
+        .run(conn, std::slice::from_ref(&input))
+        .await?;
+    record_message(
+        &input,
+        rows.pop().unwrap_or_default(),
+        stored,
+        duplicate_keys,
+    );
     Ok(())
 }
 

@@ -93,6 +93,7 @@ pub async fn receive(
     }
     let stored = match store::store_items(
         &state.pool,
+        Some(&state.messages),
         &parsed.items,
         &state.config.opt_out_keywords,
     )

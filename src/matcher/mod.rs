@@ -12,6 +12,7 @@ use crate::{
         Bus, Delivery, Destination,
         outbox::{self, OutboxRow},
     },
+    db::batch::Batched,
     domain::{CloudEvent, EventType},
     runs::{Job, move_to, set_output},
     workflow::{SharedWorkflows, Workflow},
@@ -71,6 +72,7 @@ fn targeted_workflow(event: &CloudEvent) -> Option<&str> {
 /// Creates the runs for `event` and stages their first jobs. Returns the outbox rows to publish.
 pub async fn handle_event(
     pool: &PgPool,
+    create_runs: &Batched<CreateRuns>,
     workflows: &SharedWorkflows,
     event: &CloudEvent,
 ) -> anyhow::Result<Vec<OutboxRow>> {
@@ -85,10 +87,14 @@ pub async fn handle_event(
     if reply.is_none()
         && let [workflow] = matched.as_slice()
     {
-        // One run: its statement commits on its own, no BEGIN/COMMIT round trips.
-        let mut conn = pool.acquire().await.context("matcher connection")?;
-        let context = run_context(event);
-        return create_run(&mut conn, workflow, event, &context, dispatch_of(event)).await;
+        // One run: its statement commits on its own (with other events' runs), no BEGIN/COMMIT
+        // round trips.
+        let run = NewRun::new(workflow, event, run_context(event), dispatch_of(event))?;
+        let staged = create_runs
+            .run(run.clone())
+            .await
+            .context("create run and stage its first job")?;
+        return Ok(started(&run, event, staged));
     }
     let mut tx = pool.begin().await.context("begin matcher transaction")?;
     let mut rows = Vec::new();
@@ -136,8 +142,132 @@ fn dispatch_of(event: &CloudEvent) -> Option<Uuid> {
         })
 }
 
-/// Creates the run of `workflow` for `event` and stages its first job, in one statement;
-/// nothing when the run exists already (a redelivered event: its first job was staged with it).
+/// A run to create, with its first job.
+#[derive(Clone)]
+pub struct NewRun {
+    run_id: Uuid,
+    workflow: String,
+    event_id: Uuid,
+    customer_id: Option<String>,
+    sender_id: String,
+    context: Value,
+    job: Value,
+    dispatch_id: Option<Uuid>,
+}
+
+impl NewRun {
+    fn new(
+        workflow: &Workflow,
+        event: &CloudEvent,
+        context: Value,
+        dispatch_id: Option<Uuid>,
+    ) -> anyhow::Result<Self> {
+        let run_id = Uuid::now_v7();
+        Ok(NewRun {
+            run_id,
+            workflow: workflow.name.clone(),
+            event_id: event.id,
+            customer_id: event.subject.clone(),
+            sender_id: event.senderid.clone(),
+            context,
+            job: serde_json::to_value(Job::step(run_id, 0))?,
+            dispatch_id,
+        })
+    }
+}
+
+/// Creates runs and stages their first jobs, in one statement for many events (batched across
+/// the events a matcher holds, `db::batch`); nothing for a run that exists already (a
+/// redelivered event: its first job was staged with it).
+#[derive(Clone)]
+pub struct CreateRuns;
+
+type StagedRow = (
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Value>,
+);
+
+impl crate::db::batch::Statement for CreateRuns {
+    type Input = NewRun;
+    /// The first job's outbox row, `None` when the run existed.
+    type Output = Option<OutboxRow>;
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        all: &[NewRun],
+    ) -> sqlx::Result<Vec<Option<OutboxRow>>> {
+        let rows: Vec<StagedRow> = sqlx::query_as(
+            "WITH x AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                                    $6::jsonb[], $7::jsonb[], $8::uuid[])
+                 WITH ORDINALITY AS x(id, workflow, event_id, customer_id, sender_id, context, job, dispatch_id, ord)
+             ), run AS (
+               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
+               SELECT id, workflow, event_id, customer_id, sender_id, 'queued', context, dispatch_id
+               FROM x ORDER BY ord
+               ON CONFLICT (workflow, event_id) DO NOTHING
+               RETURNING id
+             ), job AS (
+               INSERT INTO outbox (destination, routing_key, body, event_id)
+               SELECT $9, '', x.job, NULL FROM x JOIN run ON run.id = x.id ORDER BY x.ord
+               RETURNING id, destination, routing_key, body
+             )
+             SELECT x.ord, job.id, job.destination, job.routing_key, job.body
+             FROM x LEFT JOIN job ON job.body = x.job ORDER BY x.ord",
+        )
+        .bind(all.iter().map(|r| r.run_id).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.customer_id.as_deref()).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.sender_id.as_str()).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| &r.context).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| &r.job).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.dispatch_id).collect::<Vec<_>>())
+        .bind(Destination::Jobs.as_str())
+        .fetch_all(conn)
+        .await?;
+        if rows.len() != all.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "creating runs answered {} rows for {} runs",
+                rows.len(),
+                all.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(_, id, destination, routing_key, body)| {
+                match (id, destination, routing_key, body) {
+                    (Some(id), Some(destination), Some(routing_key), Some(body)) => {
+                        Some(OutboxRow {
+                            id,
+                            destination,
+                            routing_key,
+                            body,
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The metric and the log line of a run that was created.
+fn started(run: &NewRun, event: &CloudEvent, staged: Option<OutboxRow>) -> Vec<OutboxRow> {
+    let Some(staged) = staged else {
+        return Vec::new();
+    };
+    metrics::counter!("herald_runs_started_total", "workflow" => run.workflow.clone()).increment(1);
+    tracing::info!(run_id = %run.run_id, workflow = %run.workflow, event_id = %event.id, event_type = %event.event_type, "run started");
+    vec![staged]
+}
+
+/// Creates the run of `workflow` for `event` and stages its first job, inside the caller's
+/// transaction.
 async fn create_run(
     conn: &mut sqlx::PgConnection,
     workflow: &Workflow,
@@ -145,38 +275,13 @@ async fn create_run(
     context: &Value,
     dispatch_id: Option<Uuid>,
 ) -> anyhow::Result<Vec<OutboxRow>> {
-    let run_id = Uuid::now_v7();
-    let job = serde_json::to_value(Job::step(run_id, 0))?;
-    let staged: Option<OutboxRow> = sqlx::query_as(
-        "WITH run AS (
-           INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
-           VALUES ($1, $2, $3, $4, $5, 'queued', $6, $9)
-           ON CONFLICT (workflow, event_id) DO NOTHING
-           RETURNING id
-         )
-         INSERT INTO outbox (destination, routing_key, body, event_id)
-         SELECT $7, '', $8, NULL FROM run
-         RETURNING id, destination, routing_key, body",
-    )
-    .bind(run_id)
-    .bind(&workflow.name)
-    .bind(event.id)
-    .bind(&event.subject)
-    .bind(&event.senderid)
-    .bind(context)
-    .bind(Destination::Jobs.as_str())
-    .bind(&job)
-    .bind(dispatch_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .context("create run and stage its first job")?;
-    let Some(staged) = staged else {
-        return Ok(Vec::new());
-    };
-    metrics::counter!("herald_runs_started_total", "workflow" => workflow.name.clone())
-        .increment(1);
-    tracing::info!(run_id = %run_id, workflow = %workflow.name, event_id = %event.id, event_type = %event.event_type, "run started");
-    Ok(vec![staged])
+    use crate::db::batch::Statement;
+    let run = NewRun::new(workflow, event, context.clone(), dispatch_id)?;
+    let mut staged = CreateRuns
+        .run(conn, std::slice::from_ref(&run))
+        .await
+        .context("create run and stage its first job")?;
+    Ok(started(&run, event, staged.pop().flatten()))
 }
 
 fn is_inbound_message(t: EventType) -> bool {
@@ -268,6 +373,7 @@ async fn reply_belongs_to_a_waiting_run(
 
 async fn handle_delivery(
     pool: &PgPool,
+    create_runs: &Batched<CreateRuns>,
     bus: &Bus,
     workflows: &SharedWorkflows,
     delivery: Delivery,
@@ -281,7 +387,7 @@ async fn handle_delivery(
         }
     };
     let result = async {
-        let rows = handle_event(pool, workflows, &event).await?;
+        let rows = handle_event(pool, create_runs, workflows, &event).await?;
         outbox::flush(bus, pool, &rows)
             .await
             .context("publish jobs")?;
@@ -309,9 +415,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let queue = bus.names().matcher_queue.clone();
+    let create_runs = Batched::new(
+        "matcher.create_runs",
+        pool.clone(),
+        CreateRuns,
+        crate::db::batch::Shape::default(),
+    );
     crate::worker::consume_loop(&bus, &queue, prefetch, "matcher", shutdown, |d| {
         let (pool, bus, workflows) = (pool.clone(), bus.clone(), workflows.clone());
-        async move { handle_delivery(&pool, &bus, &workflows, d).await }
+        let create_runs = create_runs.clone();
+        async move { handle_delivery(&pool, &create_runs, &bus, &workflows, d).await }
     })
     .await;
 }

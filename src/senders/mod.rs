@@ -32,16 +32,29 @@ pub const STATUSES: &[&str] = &[
     "restricted",
 ];
 
-/// The send path's view of the senders: the pool and the limits.
+/// The send path's view of the senders: the pool, the limits, and the slot reservation
+/// (batched across the sends of this process).
 #[derive(Clone)]
 pub struct Senders {
     pool: PgPool,
     limits: Arc<Limits>,
+    reserve: crate::db::batch::Batched<pacing::Reserve>,
 }
 
 impl Senders {
+    /// Starts the reservation's batcher (needs a Tokio runtime).
     pub fn new(pool: PgPool, limits: Limits) -> Self {
+        let reserve = pacing::Reserve {
+            max_wait: limits.max_wait,
+            recheck: limits.recheck,
+        };
         Senders {
+            reserve: crate::db::batch::Batched::new(
+                "senders.reserve",
+                pool.clone(),
+                reserve,
+                crate::db::batch::Shape::default(),
+            ),
             pool,
             limits: Arc::new(limits),
         }
@@ -57,14 +70,14 @@ impl Senders {
         to: &PhoneNumber,
         request: &Value,
     ) -> Result<Receipt, StepError> {
-        let reservation = pacing::reserve(&self.pool, &self.limits, sender, to.digits())
-            .await
-            .map_err(|e| {
-                crate::steps::database_away(
-                    &format!("reserving a send slot for sender {sender}"),
-                    &e,
-                )
-            })?;
+        let request_slot = pacing::SlotRequest {
+            sender: sender.to_string(),
+            recipient: to.digits().to_string(),
+            limit: self.limits.for_sender(sender),
+        };
+        let reservation = self.reserve.run(request_slot).await.map_err(|e| {
+            crate::steps::database_away(&format!("reserving a send slot for sender {sender}"), &e)
+        })?;
         let probe = match reservation {
             Reservation::Offline { status, detail } => {
                 return Err(StepError::new(

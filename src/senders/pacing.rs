@@ -185,33 +185,80 @@ pub enum Reservation {
     },
 }
 
-/// Reserves the next slot for a message from `sender` to `recipient`: one SQL round trip.
-pub async fn reserve(
-    pool: &PgPool,
-    limits: &Limits,
-    sender: &str,
-    recipient: &str,
-) -> sqlx::Result<Reservation> {
-    let limit = limits.for_sender(sender);
-    let (status, detail, wait, reserved, probe): (String, Option<String>, f64, bool, bool) =
-        sqlx::query_as(
-            "SELECT status, detail, wait, reserved, probe FROM herald_reserve_send($1, $2, $3, $4, $5, $6, $7)",
+/// One send's request for a slot.
+#[derive(Clone)]
+pub struct SlotRequest {
+    pub sender: String,
+    pub recipient: String,
+    pub limit: Limit,
+}
+
+/// Reserves slots for many sends in one statement (`herald_reserve_send` per send, in order,
+/// in one transaction): batched across the sends of a process (`db::batch`).
+#[derive(Clone)]
+pub struct Reserve {
+    pub max_wait: Duration,
+    pub recheck: Duration,
+}
+
+type ReserveRow = (i64, String, Option<String>, f64, bool, bool);
+
+impl crate::db::batch::Statement for Reserve {
+    type Input = SlotRequest;
+    type Output = Reservation;
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        all: &[SlotRequest],
+    ) -> sqlx::Result<Vec<Reservation>> {
+        let rows: Vec<ReserveRow> = sqlx::query_as(
+            "SELECT x.ord, r.status, r.detail, r.wait, r.reserved, r.probe
+             FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int[])
+                    WITH ORDINALITY AS x(sender, recipient, step, gap, burst, ord)
+             CROSS JOIN LATERAL herald_reserve_send(x.sender, x.recipient, x.step, x.gap, x.burst, $6, $7) r
+             ORDER BY x.ord",
         )
-        .bind(sender)
-        .bind(recipient)
-        .bind(limit.rate.interval().as_secs_f64())
-        .bind(limit.recipient_gap.as_secs_f64())
-        .bind(limit.recipient_burst.min(i32::MAX as u32) as i32)
-        .bind(limits.max_wait.as_secs_f64())
-        .bind(limits.recheck.as_secs_f64())
-        .fetch_one(pool)
+        .bind(all.iter().map(|r| r.sender.as_str()).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| r.recipient.as_str()).collect::<Vec<_>>())
+        .bind(
+            all.iter()
+                .map(|r| r.limit.rate.interval().as_secs_f64())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            all.iter()
+                .map(|r| r.limit.recipient_gap.as_secs_f64())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            all.iter()
+                .map(|r| r.limit.recipient_burst.min(i32::MAX as u32) as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.max_wait.as_secs_f64())
+        .bind(self.recheck.as_secs_f64())
+        .fetch_all(conn)
         .await?;
-    let wait = Duration::from_secs_f64(wait.max(0.0));
-    Ok(match (reserved, wait.is_zero() && !probe) {
-        (true, _) => Reservation::Go { wait, probe },
-        (false, true) => Reservation::Offline { status, detail },
-        (false, false) => Reservation::Later { after: wait },
-    })
+        if rows.len() != all.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "herald_reserve_send answered {} rows for {} sends",
+                rows.len(),
+                all.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(_, status, detail, wait, reserved, probe)| {
+                let wait = Duration::from_secs_f64(wait.max(0.0));
+                match (reserved, wait.is_zero() && !probe) {
+                    (true, _) => Reservation::Go { wait, probe },
+                    (false, true) => Reservation::Offline { status, detail },
+                    (false, false) => Reservation::Later { after: wait },
+                }
+            })
+            .collect())
+    }
 }
 
 /// After Meta refused a send for throughput (130429), nobody sends from `sender` for `pause`.

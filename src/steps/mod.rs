@@ -212,6 +212,8 @@ pub struct Services {
     pub lease: Duration,
     /// The one send path of the send steps: sender status and pacing, then `whatsapp`.
     pub senders: crate::senders::Senders,
+    /// The template catalog's entry and the recipient's opt-out, read at send time.
+    pub facts: crate::templates::Facts,
 }
 
 /// How often and how long apart a failed step is tried again. Written on a step, a workflow,

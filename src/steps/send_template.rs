@@ -526,16 +526,14 @@ impl SendTemplate {
         to: &PhoneNumber,
         ctx: &StepContext<'_>,
     ) -> Result<(), StepError> {
-        let facts = crate::templates::send_facts(
-            &ctx.services.pool,
-            self.template.as_str(),
-            self.language.as_str(),
-            to,
-        )
-        .await
-        .map_err(|e| {
-            super::database_away("reading the template catalog and the contact's opt-out", &e)
-        })?;
+        let facts = ctx
+            .services
+            .facts
+            .send_facts(self.template.as_str(), self.language.as_str(), to)
+            .await
+            .map_err(|e| {
+                super::database_away("reading the template catalog and the contact's opt-out", &e)
+            })?;
         if facts.catalog {
             crate::workflow::catalog::check_send(
                 facts.template.as_ref(),

@@ -5,6 +5,8 @@
 //! and the next job in one transaction. A job whose intent is recorded but whose worker died
 //! (its lease ran out) is reconciled as "interrupted" and not sent again.
 
+mod statements;
+
 use std::{future::Future, time::Duration};
 
 use anyhow::Context;
@@ -24,9 +26,11 @@ use crate::{
         dead_letters::{self, NewDeadLetter},
         finish_run, move_to, set_output,
     },
-    steps::{ErrorClass, Next, Rendered, Services, StepContext, StepError, StepOutput},
+    steps::{ErrorClass, Next, Rendered, Services, StepContext, StepError},
     workflow::{FlatStep, SharedWorkflows, Workflow},
 };
+pub use statements::Statements;
+use statements::{Done, NewIntent};
 
 /// What became of one job.
 #[derive(Debug)]
@@ -45,11 +49,12 @@ type ContactRow = (Option<String>, Option<String>, Value, Vec<String>, bool);
 /// Runs one job to its outcome. The loop around it only acks and retries.
 pub async fn execute_job(
     services: &Services,
+    statements: &Statements,
     workflows: &SharedWorkflows,
     job: Job,
 ) -> anyhow::Result<Outcome> {
     if matches!(job.resume, None | Some(Resume::Turn))
-        && let Some(outcome) = fast_step(services, workflows, job).await?
+        && let Some(outcome) = fast_step(services, statements, workflows, job).await?
     {
         return Ok(outcome);
     }
@@ -239,7 +244,7 @@ pub async fn execute_job(
         attempt,
         input,
     };
-    carry_out(services, job, step, rendered, &ctx).await
+    carry_out(services, statements, job, step, rendered, &ctx).await
 }
 
 /// A step whose intent is recorded: what phases 2 and 3 need to know of it.
@@ -254,6 +259,7 @@ struct Started<'w> {
 /// next job.
 async fn carry_out(
     services: &Services,
+    statements: &Statements,
     job: Job,
     started_step: Started<'_>,
     rendered: Rendered,
@@ -299,10 +305,25 @@ async fn carry_out(
             _ => None,
         }
     {
-        let rows = patiently(job, "record the step's outcome", || {
-            record_success(pool, job, step_id, attempt, out, target)
+        let done = Done {
+            job,
+            step_id: step_id.to_string(),
+            attempt,
+            output: out.output.clone(),
+            target: target.map(|t| t as i32),
+            sent: out.sent.clone(),
+        };
+        let succeeded = patiently(job, "record the step's outcome", || async {
+            statements
+                .success(done.clone())
+                .await
+                .context("record step outcome")
         })
         .await?;
+        if succeeded.moved && target.is_none() {
+            tracing::info!(run_id = %job.run_id, "run completed");
+        }
+        let rows: Vec<OutboxRow> = succeeded.next_job.into_iter().collect();
         tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
         return Ok(Outcome::Done(rows));
     }
@@ -465,27 +486,6 @@ where
     }
 }
 
-/// What the fast path reads of a run, its step's last attempt and its contact, in one query.
-#[derive(sqlx::FromRow)]
-struct FastRow {
-    workflow: String,
-    status: String,
-    step_index: i32,
-    context: Value,
-    customer_id: Option<String>,
-    sender_id: Option<String>,
-    last_attempt: Option<i32>,
-    last_state: Option<String>,
-    has_contact: bool,
-    name: Option<String>,
-    phone: Option<String>,
-    fields: Option<Value>,
-    groups: Option<Vec<String>>,
-    opted_out: Option<bool>,
-    /// An earlier run of the same contact is queued or running.
-    behind: bool,
-}
-
 /// The common case in two statements and one commit instead of a locked transaction: a job for
 /// a queued or running run whose step has no attempt in progress. It reads the run, the last
 /// attempt and the contact in one query, renders the step, and records the intent with a
@@ -496,30 +496,11 @@ struct FastRow {
 /// rendered, an intent another worker recorded first).
 async fn fast_step(
     services: &Services,
+    statements: &Statements,
     workflows: &SharedWorkflows,
     job: Job,
 ) -> anyhow::Result<Option<Outcome>> {
-    let row: Option<FastRow> = sqlx::query_as(
-        "SELECT r.workflow, r.status, r.step_index, r.context, r.customer_id, r.sender_id,
-                a.attempt AS last_attempt, a.state AS last_state, c.customer_id IS NOT NULL AS has_contact,
-                c.name, c.phone, c.fields, c.groups, c.opted_out,
-                r.customer_id IS NOT NULL AND EXISTS (
-                  SELECT 1 FROM runs o JOIN events oe ON oe.id = o.event_id
-                  WHERE o.customer_id = r.customer_id AND o.status IN ('queued', 'running')
-                    AND o.id <> r.id AND (oe.received_at, oe.id) < (ev.received_at, ev.id)
-                ) AS behind
-         FROM runs r
-         JOIN events ev ON ev.id = r.event_id
-         LEFT JOIN LATERAL (SELECT attempt, state FROM step_attempts
-                            WHERE run_id = r.id AND step_index = $2 ORDER BY attempt DESC LIMIT 1) a ON true
-         LEFT JOIN contacts c ON c.customer_id = r.customer_id
-         WHERE r.id = $1",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .fetch_optional(&services.pool)
-    .await
-    .context("load run")?;
+    let row = statements.read(job).await.context("load run")?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -581,27 +562,16 @@ async fn fast_step(
         return Ok(None); // the locked path records the failure and its dead letter
     };
     let owner = uuid::Uuid::now_v7();
-    let recorded: sqlx::Result<Option<(uuid::Uuid,)>> = sqlx::query_as(
-        "WITH ins AS (
-           INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, lease_until, owner)
-           SELECT $1, $2, $3, $4, $5, 'started', $6, now() + make_interval(secs => $7), $8
-           FROM runs WHERE id = $1 AND step_index = $2 AND status IN ('queued', 'running')
-           ON CONFLICT (run_id, step_index, attempt) DO NOTHING
-           RETURNING run_id
-         )
-         UPDATE runs SET status = 'running', updated_at = now()
-         WHERE id IN (SELECT run_id FROM ins) RETURNING id",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .bind(&flat.id)
-    .bind(flat.kind.type_name())
-    .bind(attempt)
-    .bind(&input)
-    .bind(services.lease.as_secs_f64())
-    .bind(owner)
-    .fetch_optional(&services.pool)
-    .await;
+    let recorded = statements
+        .intent(NewIntent {
+            job,
+            step_id: flat.id.clone(),
+            step_type: flat.kind.type_name(),
+            attempt,
+            input: input.clone(),
+            owner,
+        })
+        .await;
     let recorded = match recorded {
         Ok(r) => r,
         Err(e) => {
@@ -609,7 +579,7 @@ async fn fast_step(
             return Err(anyhow::Error::new(e).context("record step intent"));
         }
     };
-    if recorded.is_none() {
+    if !recorded {
         return Ok(None);
     }
     let step = Started {
@@ -618,7 +588,7 @@ async fn fast_step(
         attempt,
         input,
     };
-    carry_out(services, job, step, rendered, &ctx)
+    carry_out(services, statements, job, step, rendered, &ctx)
         .await
         .map(Some)
 }
@@ -646,80 +616,6 @@ async fn forget_intent(pool: &sqlx::PgPool, job: Job, attempt: i32, owner: uuid:
     if let Err(e) = forgotten {
         tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "gave up checking the step's intent; it will be closed as interrupted");
     }
-}
-
-/// A step that succeeded and goes on to step `target` (or completes the run, `None`), recorded
-/// in one statement: the attempt's output, the message sent, the run's context and position,
-/// and the next job's outbox row. When the run has moved on meanwhile (its attempt was closed
-/// as interrupted), the attempt and the message are still recorded, and nothing more.
-async fn record_success(
-    pool: &sqlx::PgPool,
-    job: Job,
-    step_id: &str,
-    attempt: i32,
-    out: &StepOutput,
-    target: Option<usize>,
-) -> anyhow::Result<Vec<OutboxRow>> {
-    let target = target.map(|t| t as i32);
-    let next_job = target.map(|t| serde_json::to_value(Job::step(job.run_id, t)));
-    let next_job = next_job.transpose()?;
-    let sent = out.sent.as_ref();
-    let row: (i64, Option<i64>, Option<String>, Option<String>, Option<Value>) = sqlx::query_as(
-        "WITH att AS (
-           UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
-           WHERE run_id = $1 AND step_index = $2 AND attempt = $3
-         ), msg AS (
-           INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
-           SELECT $8, $1, $2, $9, $10, $11, $12, $13, $14, 'accepted' WHERE $14::text IS NOT NULL
-           ON CONFLICT (wamid) DO NOTHING
-         ), run AS (
-           UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $5::text], $4, true),
-             step_index = COALESCE($6::int, step_index),
-             status = CASE WHEN $6::int IS NULL THEN 'completed' ELSE 'queued' END,
-             error = CASE WHEN $6::int IS NULL THEN NULL ELSE error END,
-             finished_at = CASE WHEN $6::int IS NULL THEN now() ELSE finished_at END,
-             updated_at = now()
-           WHERE id = $1 AND step_index = $2
-           RETURNING id
-         ), job AS (
-           INSERT INTO outbox (destination, routing_key, body, event_id)
-           SELECT $15, '', $7, NULL FROM run WHERE $6::int IS NOT NULL
-           RETURNING id, destination, routing_key, body
-         )
-         SELECT (SELECT count(*) FROM run), job.id, job.destination, job.routing_key, job.body
-         FROM (SELECT 1) AS one LEFT JOIN job ON true",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .bind(attempt)
-    .bind(&out.output)
-    .bind(step_id)
-    .bind(target)
-    .bind(next_job)
-    .bind(uuid::Uuid::now_v7())
-    .bind(sent.map(|m| m.sender_id.as_str()))
-    .bind(sent.map(|m| m.recipient.as_str()))
-    .bind(sent.map(|m| m.kind))
-    .bind(sent.map(|m| m.provider))
-    .bind(sent.map(|m| &m.request))
-    .bind(sent.map(|m| m.wamid.as_str()))
-    .bind(crate::bus::Destination::Jobs.as_str())
-    .fetch_one(pool)
-    .await
-    .context("record step outcome")?;
-    let (moved, id, destination, routing_key, body) = row;
-    if moved == 1 && target.is_none() {
-        tracing::info!(run_id = %job.run_id, "run completed");
-    }
-    Ok(match (id, destination, routing_key, body) {
-        (Some(id), Some(destination), Some(routing_key), Some(body)) => vec![OutboxRow {
-            id,
-            destination,
-            routing_key,
-            body,
-        }],
-        _ => Vec::new(),
-    })
 }
 
 /// How soon a step held for an earlier run of its contact is tried again.
@@ -925,6 +821,7 @@ async fn pause(
 
 async fn handle_delivery(
     services: &Services,
+    statements: &Statements,
     bus: &Bus,
     workflows: &SharedWorkflows,
     delivery: Delivery,
@@ -938,7 +835,7 @@ async fn handle_delivery(
         }
     };
     loop {
-        match execute_job(services, workflows, job).await {
+        match execute_job(services, statements, workflows, job).await {
             Ok(Outcome::Done(rows)) => {
                 if let Err(e) = outbox::flush(bus, &services.pool, &rows).await {
                     // The next job is stored: the relay publishes it.
@@ -1019,9 +916,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let queue = bus.names().jobs_queue.clone();
+    let statements = Statements::new(&services.pool, services.lease);
     consume_loop(&bus, &queue, prefetch, "worker", shutdown, |d| {
         let (services, bus, workflows) = (services.clone(), bus.clone(), workflows.clone());
-        async move { handle_delivery(&services, &bus, &workflows, d).await }
+        let statements = statements.clone();
+        async move { handle_delivery(&services, &statements, &bus, &workflows, d).await }
     })
     .await;
 }

@@ -1,4 +1,7 @@
-//! PostgreSQL: the pool and the migrations. Queries live with the stage that owns them.
+//! PostgreSQL: the pool, the migrations, and statements batched across callers (`batch`).
+//! Queries live with the stage that owns them.
+
+pub mod batch;
 
 use std::time::Duration;
 
