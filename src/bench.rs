@@ -74,7 +74,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
     /// Webhooks in flight during the throughput phase.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Throughput phase: most events accepted but not yet sent, so that the offered load follows
     /// what Herald sustains end to end.

@@ -123,6 +123,9 @@ pub struct Bus {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Closing a connection or removing the topology: a broker that stopped answering half-way
+/// must not hold a shutdown (or a test's cleanup) forever.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Awaits a broker operation for at most `limit`.
 async fn bounded<T>(
@@ -247,7 +250,12 @@ impl Bus {
         let fresh = self.open().await?;
         let pair = (fresh.connection.clone(), fresh.publisher.clone());
         if let Some(old) = link.replace(fresh) {
-            let _ = old.connection.close(0, "reconnecting".into()).await;
+            let _ = bounded(
+                CLOSE_TIMEOUT,
+                "close",
+                old.connection.close(0, "reconnecting".into()),
+            )
+            .await;
         }
         Ok(pair)
     }
@@ -339,7 +347,14 @@ impl Bus {
     }
 
     /// Removes the exchange and queues (tests use a unique prefix and clean up with this).
+    /// Bounded in time like [`Self::close`].
     pub async fn delete_topology(&self) -> Result<(), BusError> {
+        tokio::time::timeout(CLOSE_TIMEOUT * 2, self.delete_topology_unbounded())
+            .await
+            .map_err(|_| BusError::Unreachable("removing the topology timed out".into()))?
+    }
+
+    async fn delete_topology_unbounded(&self) -> Result<(), BusError> {
         let (connection, _) = self.connection().await?;
         let channel = connection
             .create_channel()
@@ -360,10 +375,16 @@ impl Bus {
         Ok(())
     }
 
-    /// Closes the connection (shutdown).
+    /// Closes the connection (shutdown), waiting at most [`CLOSE_TIMEOUT`] for the lock and
+    /// for the broker's answer each.
     pub async fn close(&self) {
-        if let Some(link) = self.link.lock().await.take() {
-            let _ = link.connection.close(200, "shutdown".into()).await;
+        let Ok(mut link) = tokio::time::timeout(CLOSE_TIMEOUT, self.link.lock()).await else {
+            tracing::warn!("RabbitMQ link busy at shutdown; leaving it to the process exit");
+            return;
+        };
+        if let Some(link) = link.take() {
+            let close = link.connection.close(200, "shutdown".into());
+            let _ = bounded(CLOSE_TIMEOUT, "close", close).await;
         }
     }
 }

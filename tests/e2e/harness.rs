@@ -179,7 +179,8 @@ impl TestApp {
             let _ = bus.delete_topology().await;
             bus.close().await;
         }
-        self.pool.close().await;
+        // Bounded: the database is dropped WITH (FORCE) below whatever the pool still holds.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
         let _ = std::fs::remove_dir_all(&self.workflows_dir);
         if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
