@@ -217,13 +217,7 @@ impl crate::db::batch::Statement for ReadFacts {
         .bind(all.iter().map(|f| f.to.to_string()).collect::<Vec<_>>())
         .fetch_all(conn)
         .await?;
-        if rows.len() != all.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "the template facts query answered {} rows for {} sends",
-                rows.len(),
-                all.len()
-            )));
-        }
+        let rows = crate::db::batch::one_row_each(rows, all.len(), "the template facts query")?;
         Ok(rows
             .into_iter()
             .map(

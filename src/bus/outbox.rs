@@ -20,6 +20,24 @@ pub struct OutboxRow {
     pub body: serde_json::Value,
 }
 
+impl OutboxRow {
+    /// A row read back as nullable columns (the outer side of a join): `None` unless every
+    /// column is there.
+    pub fn from_columns(
+        id: Option<i64>,
+        destination: Option<String>,
+        routing_key: Option<String>,
+        body: Option<serde_json::Value>,
+    ) -> Option<Self> {
+        Some(OutboxRow {
+            id: id?,
+            destination: destination?,
+            routing_key: routing_key?,
+            body: body?,
+        })
+    }
+}
+
 /// Writes a message to the outbox inside the caller's transaction.
 pub async fn stage(
     tx: &mut Transaction<'_, Postgres>,

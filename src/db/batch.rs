@@ -26,6 +26,18 @@ pub trait Statement: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = sqlx::Result<Vec<Self::Output>>> + Send;
 }
 
+/// Checks that a batched statement answered one row per input (`what` names the statement in
+/// the error), and hands the rows on.
+pub fn one_row_each<T>(rows: Vec<T>, inputs: usize, what: &str) -> sqlx::Result<Vec<T>> {
+    if rows.len() != inputs {
+        return Err(sqlx::Error::Protocol(format!(
+            "{what} answered {} rows for {inputs} inputs",
+            rows.len()
+        )));
+    }
+    Ok(rows)
+}
+
 /// How many batches of one statement may run at once, and how large one may grow.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {

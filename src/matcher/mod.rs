@@ -230,27 +230,11 @@ impl crate::db::batch::Statement for CreateRuns {
         .bind(Destination::Jobs.as_str())
         .fetch_all(conn)
         .await?;
-        if rows.len() != all.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "creating runs answered {} rows for {} runs",
-                rows.len(),
-                all.len()
-            )));
-        }
+        let rows = crate::db::batch::one_row_each(rows, all.len(), "creating runs")?;
         Ok(rows
             .into_iter()
             .map(|(_, id, destination, routing_key, body)| {
-                match (id, destination, routing_key, body) {
-                    (Some(id), Some(destination), Some(routing_key), Some(body)) => {
-                        Some(OutboxRow {
-                            id,
-                            destination,
-                            routing_key,
-                            body,
-                        })
-                    }
-                    _ => None,
-                }
+                OutboxRow::from_columns(id, destination, routing_key, body)
             })
             .collect())
     }

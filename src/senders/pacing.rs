@@ -240,24 +240,19 @@ impl crate::db::batch::Statement for Reserve {
         .bind(self.recheck.as_secs_f64())
         .fetch_all(conn)
         .await?;
-        if rows.len() != all.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "herald_reserve_send answered {} rows for {} sends",
-                rows.len(),
-                all.len()
-            )));
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(_, status, detail, wait, reserved, probe)| {
-                let wait = Duration::from_secs_f64(wait.max(0.0));
-                match (reserved, wait.is_zero() && !probe) {
-                    (true, _) => Reservation::Go { wait, probe },
-                    (false, true) => Reservation::Offline { status, detail },
-                    (false, false) => Reservation::Later { after: wait },
-                }
-            })
-            .collect())
+        Ok(
+            crate::db::batch::one_row_each(rows, all.len(), "herald_reserve_send")?
+                .into_iter()
+                .map(|(_, status, detail, wait, reserved, probe)| {
+                    let wait = Duration::from_secs_f64(wait.max(0.0));
+                    match (reserved, wait.is_zero() && !probe) {
+                        (true, _) => Reservation::Go { wait, probe },
+                        (false, true) => Reservation::Offline { status, detail },
+                        (false, false) => Reservation::Later { after: wait },
+                    }
+                })
+                .collect(),
+        )
     }
 }
 

@@ -290,17 +290,7 @@ impl Statement for Success {
         let rows = rows
             .into_iter()
             .map(|(ord, moved, id, destination, routing_key, body)| {
-                let next_job = match (id, destination, routing_key, body) {
-                    (Some(id), Some(destination), Some(routing_key), Some(body)) => {
-                        Some(OutboxRow {
-                            id,
-                            destination,
-                            routing_key,
-                            body,
-                        })
-                    }
-                    _ => None,
-                };
+                let next_job = OutboxRow::from_columns(id, destination, routing_key, body);
                 (ord, Succeeded { moved, next_job })
             })
             .collect();
