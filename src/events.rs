@@ -72,7 +72,8 @@ pub async fn record(
         .fetch_one(&mut *conn)
         .await?;
     let pending: Option<OutboxRow> = sqlx::query_as(
-        "SELECT id, destination, routing_key, body FROM outbox WHERE event_id = $1 LIMIT 1",
+        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
+         FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.event_id = $1 LIMIT 1",
     )
     .bind(event_id)
     .fetch_optional(&mut *conn)

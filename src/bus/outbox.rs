@@ -1,5 +1,6 @@
 //! Outbox: a message is first written to PostgreSQL in the same transaction as the state it
-//! belongs to, then published with a confirm and deleted. If the publish fails (broker down,
+//! belongs to, then published with a confirm and deleted. An inbound message's event row keeps
+//! no copy of the event (`body` is NULL): readers take the event's own `cloudevent`. If the publish fails (broker down,
 //! process killed), the relay publishes the row later. Consumers are idempotent, so a row
 //! published twice does no harm; a row is never lost.
 
@@ -138,9 +139,10 @@ async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {
 pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("begin outbox relay")?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT id, destination, routing_key, body FROM outbox
-         WHERE created_at < now() - make_interval(secs => $1)
-         ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED",
+        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
+         FROM outbox o LEFT JOIN events e ON e.id = o.event_id
+         WHERE o.created_at < now() - make_interval(secs => $1)
+         ORDER BY o.id LIMIT 500 FOR UPDATE OF o SKIP LOCKED",
     )
     .bind(min_age.as_secs_f64())
     .fetch_all(&mut *tx)

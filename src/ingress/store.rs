@@ -2,6 +2,8 @@
 //! rows, atomically (one statement per item, one transaction per delivery). Also keeps contacts,
 //! the 24-hour windows and outbound statuses.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -40,7 +42,7 @@ pub async fn store_items(
     match (items, batched) {
         ([], _) => {}
         ([Item::Message(m)], Some(batched)) => {
-            let input = MessageInput::new(m, keywords);
+            let input = Arc::new(MessageInput::new(m, keywords));
             let rows = batched.run(input.clone()).await.map_err(unshare)?;
             record_message(&input, rows, &mut stored, &mut duplicate_keys);
             if !duplicate_keys.is_empty() {
@@ -96,8 +98,8 @@ async fn pending_of_duplicates(
         return Ok(());
     }
     let pending: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT o.id, o.destination, o.routing_key, o.body FROM outbox o
-         JOIN events e ON e.id = o.event_id WHERE e.dedup_key = ANY($1)",
+        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
+         FROM outbox o JOIN events e ON e.id = o.event_id WHERE e.dedup_key = ANY($1)",
     )
     .bind(duplicate_keys)
     .fetch_all(&mut *conn)
@@ -247,8 +249,8 @@ WITH x AS (
   FROM ins_more i JOIN more ON more.id = i.id
 ), ob AS (
   INSERT INTO outbox (destination, routing_key, body, event_id)
-  SELECT $19, type || '.' || sender, cloudevent, id FROM all_new ORDER BY item, sub
-  RETURNING id, destination, routing_key, body, event_id
+  SELECT $19, type || '.' || sender, NULL, id FROM all_new ORDER BY item, sub
+  RETURNING id, destination, routing_key, event_id
 ), contact AS (
   INSERT INTO contacts (id, customer_id, phone, name, last_seen_at, opted_out)
   SELECT contact_id, customer, phone, name, at, COALESCE(opt_out = 'opted_out', false)
@@ -261,7 +263,7 @@ WITH x AS (
                 ELSE CASE (SELECT f.opt_out FROM fresh f WHERE f.customer = EXCLUDED.customer_id)
                      WHEN 'opted_in' THEN false ELSE contacts.opted_out END END
 )
-SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, ob.body, NULL::text AS known
+SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, n.cloudevent, NULL::text AS known
 FROM ob JOIN all_new n ON n.id = ob.event_id
 UNION ALL
 SELECT more.item, more.sub, NULL, NULL, NULL, NULL, more.key FROM more
@@ -374,13 +376,14 @@ impl MessageInput {
 pub struct StoreMessages;
 
 impl crate::db::batch::Statement for StoreMessages {
-    type Input = MessageInput;
+    /// Shared with the caller, which keeps it to read the outcome: the batch takes no copy.
+    type Input = Arc<MessageInput>;
     type Output = Vec<MessageRow>;
 
     async fn run(
         &self,
         conn: &mut PgConnection,
-        all: &[MessageInput],
+        all: &[Arc<MessageInput>],
     ) -> sqlx::Result<Vec<Vec<MessageRow>>> {
         let mut out: Vec<Vec<MessageRow>> = (0..all.len()).map(|_| Vec::new()).collect();
         // Rounds of distinct contacts: a statement may upsert a contact's rows only once.
@@ -399,7 +402,7 @@ impl crate::db::batch::Statement for StoreMessages {
             seen[round].insert(m.customer.as_str());
         }
         for round in rounds {
-            let ms: Vec<&MessageInput> = round.iter().map(|&i| &all[i]).collect();
+            let ms: Vec<&MessageInput> = round.iter().map(|&i| &*all[i]).collect();
             let more: Vec<(i64, &FurtherEvent)> = ms
                 .iter()
                 .enumerate()
@@ -489,7 +492,7 @@ async fn store_message(
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<()> {
     use crate::db::batch::Statement;
-    let input = MessageInput::new(m, keywords);
+    let input = Arc::new(MessageInput::new(m, keywords));
     let mut rows = StoreMessages
         .run(conn, std::slice::from_ref(&input))
         .await?;

@@ -1,6 +1,8 @@
 //! Matcher: turns one event into zero or more runs and their first jobs. Never calls a provider.
 //! Idempotent under redelivery: one run per (workflow, event).
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -89,7 +91,12 @@ pub async fn handle_event(
     {
         // One run: its statement commits on its own (with other events' runs), no BEGIN/COMMIT
         // round trips.
-        let run = NewRun::new(workflow, event, run_context(event), dispatch_of(event))?;
+        let run = Arc::new(NewRun::new(
+            workflow,
+            event,
+            run_context(event),
+            dispatch_of(event),
+        )?);
         let staged = create_runs
             .run(run.clone())
             .await
@@ -191,14 +198,15 @@ type StagedRow = (
 );
 
 impl crate::db::batch::Statement for CreateRuns {
-    type Input = NewRun;
+    /// Shared with the caller, which keeps it for the log line: the batch takes no copy.
+    type Input = Arc<NewRun>;
     /// The first job's outbox row, `None` when the run existed.
     type Output = Option<OutboxRow>;
 
     async fn run(
         &self,
         conn: &mut sqlx::PgConnection,
-        all: &[NewRun],
+        all: &[Arc<NewRun>],
     ) -> sqlx::Result<Vec<Option<OutboxRow>>> {
         let rows: Vec<StagedRow> = sqlx::query_as(
             "WITH x AS (
@@ -260,7 +268,7 @@ async fn create_run(
     dispatch_id: Option<Uuid>,
 ) -> anyhow::Result<Vec<OutboxRow>> {
     use crate::db::batch::Statement;
-    let run = NewRun::new(workflow, event, context.clone(), dispatch_id)?;
+    let run = Arc::new(NewRun::new(workflow, event, context.clone(), dispatch_id)?);
     let mut staged = CreateRuns
         .run(conn, std::slice::from_ref(&run))
         .await

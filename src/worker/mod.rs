@@ -305,14 +305,14 @@ async fn carry_out(
             _ => None,
         }
     {
-        let done = Done {
+        let done = std::sync::Arc::new(Done {
             job,
             step_id: step_id.to_string(),
             attempt,
             output: out.output.clone(),
             target: target.map(|t| t as i32),
             sent: out.sent.clone(),
-        };
+        });
         let succeeded = patiently(job, "record the step's outcome", || async {
             statements
                 .success(done.clone())

@@ -1,6 +1,8 @@
 //! The fast path's three statements (read, intent, success), each batched across the jobs a
 //! process holds (`db::batch`): under load one statement serves many jobs.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -45,7 +47,7 @@ impl Statements {
         self.intent.run(intent).await
     }
 
-    pub async fn success(&self, done: Done) -> Result<Succeeded, DbError> {
+    pub async fn success(&self, done: Arc<Done>) -> Result<Succeeded, DbError> {
         self.success.run(done).await
     }
 }
@@ -212,14 +214,19 @@ type SuccessRow = (
 );
 
 impl Statement for Success {
-    type Input = Done;
+    /// Shared with the caller, which may hand it in again when PostgreSQL was away.
+    type Input = Arc<Done>;
     type Output = Succeeded;
 
     /// In one statement for every step of the batch: the attempt's output, the message sent,
     /// the run's context and position, and the next job's outbox row. When a run has moved on
     /// meanwhile (its attempt was closed as interrupted), its attempt and message are still
     /// recorded, and nothing more.
-    async fn run(&self, conn: &mut PgConnection, all: &[Done]) -> sqlx::Result<Vec<Succeeded>> {
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+        all: &[Arc<Done>],
+    ) -> sqlx::Result<Vec<Succeeded>> {
         let jobs: Vec<Option<Value>> = all
             .iter()
             .map(|d| {

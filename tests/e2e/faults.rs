@@ -439,6 +439,12 @@ async fn an_event_stored_but_not_published_is_published_by_the_relay_and_its_red
         app.count("SELECT count(*) FROM events").await,
         "every stored event waits in the outbox"
     );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE body IS NOT NULL")
+            .await,
+        0,
+        "an inbound message's outbox row keeps no second copy of its event"
+    );
     assert_eq!(app.count("SELECT count(*) FROM runs").await, 0);
     proxy.restore();
 
