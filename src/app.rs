@@ -263,7 +263,6 @@ pub async fn start(
                 "ingress.messages",
                 pool.clone(),
                 ingress::store::StoreMessages,
-                crate::db::batch::Shape::default(),
             ),
             bus: bus.clone(),
             config: config.clone(),

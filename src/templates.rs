@@ -257,12 +257,7 @@ impl Facts {
     /// Starts the query's batcher (needs a Tokio runtime).
     pub fn new(pool: PgPool) -> Self {
         Facts {
-            read: crate::db::batch::Batched::new(
-                "templates.facts",
-                pool,
-                ReadFacts,
-                crate::db::batch::Shape::default(),
-            ),
+            read: crate::db::batch::Batched::new("templates.facts", pool, ReadFacts),
         }
     }
 

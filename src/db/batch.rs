@@ -38,21 +38,10 @@ pub fn one_row_each<T>(rows: Vec<T>, inputs: usize, what: &str) -> sqlx::Result<
     Ok(rows)
 }
 
-/// How many batches of one statement may run at once, and how large one may grow.
-#[derive(Clone, Copy, Debug)]
-pub struct Shape {
-    pub max_rows: usize,
-    pub concurrency: usize,
-}
-
-impl Default for Shape {
-    fn default() -> Self {
-        Shape {
-            max_rows: 128,
-            concurrency: 4,
-        }
-    }
-}
+/// How large one batch may grow.
+const MAX_ROWS: usize = 128;
+/// How many batches of one statement may run at once.
+const CONCURRENCY: usize = 4;
 
 #[derive(Clone)]
 struct Runner<S> {
@@ -118,12 +107,10 @@ impl<S: Statement> Clone for Batched<S> {
 
 impl<S: Statement> Batched<S> {
     /// Starts the batcher's task (needs a Tokio runtime).
-    pub fn new(name: &str, pool: PgPool, statement: S, shape: Shape) -> Self {
-        let rows = shape.max_rows.max(1);
-        let concurrency = shape.concurrency.max(1);
+    pub fn new(name: &str, pool: PgPool, statement: S) -> Self {
         let limits = Limits::builder()
-            .max_batch_size(rows)
-            .max_key_concurrency(concurrency)
+            .max_batch_size(MAX_ROWS)
+            .max_key_concurrency(CONCURRENCY)
             // Callers bound themselves (prefetch, HTTP concurrency); never reject one here.
             .max_key_queued_items(1_000_000)
             .build();
@@ -134,7 +121,7 @@ impl<S: Statement> Batched<S> {
             // One batch runs at once as soon as a row arrives; while it runs, rows gather for
             // the next, which starts when one finishes or when enough are waiting.
             .batching_policy(BatchingPolicy::Balanced {
-                min_size_hint: (rows / 4).max(1),
+                min_size_hint: MAX_ROWS / 4,
             })
             .build();
         Batched { batcher }

@@ -280,8 +280,8 @@ type MessageRow = (
     Option<String>,
 );
 
-/// One message as [`StoreMessages`] takes it: its events are made here, at the edge.
-#[derive(Clone)]
+/// One message as [`StoreMessages`] takes it: its events are made here, at the edge, and kept
+/// as the JSON the statement stores.
 pub struct MessageInput {
     sender: String,
     customer: String,
@@ -289,7 +289,7 @@ pub struct MessageInput {
     at: DateTime<Utc>,
     key: String,
     wamid: String,
-    received: CloudEvent,
+    received_id: Uuid,
     received_body: Value,
     /// Further events: conversation_started, and flow_completed for a flow's reply.
     more: Vec<FurtherEvent>,
@@ -300,9 +300,9 @@ pub struct MessageInput {
 }
 
 /// An event a message brings besides message_received.
-#[derive(Clone)]
 struct FurtherEvent {
-    event: CloudEvent,
+    id: Uuid,
+    event_type: EventType,
     key: String,
     /// Stored only when the message opens a new conversation.
     needs_start: bool,
@@ -332,8 +332,9 @@ impl MessageInput {
         let received = event(EventType::MessageReceived, &data);
         let started = event(EventType::ConversationStarted, &data);
         let mut more = vec![FurtherEvent {
+            id: started.id,
+            event_type: started.event_type,
             body: to_json(&started),
-            event: started,
             key: format!("conversation_started:{}", m.wamid),
             needs_start: true,
         }];
@@ -345,7 +346,8 @@ impl MessageInput {
             let completed = event(EventType::FlowCompleted, &flow_data);
             let body = to_json(&completed);
             more.push(FurtherEvent {
-                event: completed,
+                id: completed.id,
+                event_type: completed.event_type,
                 key: format!("flow_completed:{}", m.wamid),
                 needs_start: false,
                 body,
@@ -358,8 +360,8 @@ impl MessageInput {
             at: m.timestamp,
             key: format!("message:{}", m.wamid),
             wamid: m.wamid.clone(),
+            received_id: received.id,
             received_body: to_json(&received),
-            received,
             more,
             contact_id: Uuid::now_v7(),
             phone: m.customer_phone.clone(),
@@ -414,7 +416,7 @@ impl crate::db::batch::Statement for StoreMessages {
                 .bind(ms.iter().map(|m| m.conversation_id).collect::<Vec<_>>())
                 .bind(ms.iter().map(|m| m.at).collect::<Vec<_>>())
                 .bind(ms.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.received.id).collect::<Vec<_>>())
+                .bind(ms.iter().map(|m| m.received_id).collect::<Vec<_>>())
                 .bind(ms.iter().map(|m| &m.received_body).collect::<Vec<_>>())
                 .bind(ms.iter().map(|m| m.contact_id).collect::<Vec<_>>())
                 .bind(ms.iter().map(|m| m.phone.as_deref()).collect::<Vec<_>>())
@@ -422,10 +424,10 @@ impl crate::db::batch::Statement for StoreMessages {
                 .bind(ms.iter().map(|m| m.opt_out).collect::<Vec<_>>())
                 .bind(EventType::MessageReceived.as_str())
                 .bind(more.iter().map(|(i, _)| *i).collect::<Vec<_>>())
-                .bind(more.iter().map(|(_, e)| e.event.id).collect::<Vec<_>>())
+                .bind(more.iter().map(|(_, e)| e.id).collect::<Vec<_>>())
                 .bind(
                     more.iter()
-                        .map(|(_, e)| e.event.event_type.as_str())
+                        .map(|(_, e)| e.event_type.as_str())
                         .collect::<Vec<_>>(),
                 )
                 .bind(more.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>())

@@ -150,7 +150,6 @@ fn dispatch_of(event: &CloudEvent) -> Option<Uuid> {
 }
 
 /// A run to create, with its first job.
-#[derive(Clone)]
 pub struct NewRun {
     run_id: Uuid,
     workflow: String,
@@ -407,12 +406,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let queue = bus.names().matcher_queue.clone();
-    let create_runs = Batched::new(
-        "matcher.create_runs",
-        pool.clone(),
-        CreateRuns,
-        crate::db::batch::Shape::default(),
-    );
+    let create_runs = Batched::new("matcher.create_runs", pool.clone(), CreateRuns);
     crate::worker::consume_loop(&bus, &queue, prefetch, "matcher", shutdown, |d| {
         let (pool, bus, workflows) = (pool.clone(), bus.clone(), workflows.clone());
         let create_runs = create_runs.clone();

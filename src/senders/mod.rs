@@ -49,12 +49,7 @@ impl Senders {
             recheck: limits.recheck,
         };
         Senders {
-            reserve: crate::db::batch::Batched::new(
-                "senders.reserve",
-                pool.clone(),
-                reserve,
-                crate::db::batch::Shape::default(),
-            ),
+            reserve: crate::db::batch::Batched::new("senders.reserve", pool.clone(), reserve),
             pool,
             limits: Arc::new(limits),
         }

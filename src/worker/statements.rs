@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     bus::{Destination, outbox::OutboxRow},
-    db::batch::{Batched, DbError, Shape, Statement},
+    db::batch::{Batched, DbError, Statement},
     runs::Job,
     steps::Sent,
 };
@@ -24,18 +24,16 @@ pub struct Statements {
 
 impl Statements {
     pub fn new(pool: &sqlx::PgPool, lease: std::time::Duration) -> Self {
-        let shape = Shape::default();
         Statements {
-            read: Batched::new("worker.read", pool.clone(), Read, shape),
+            read: Batched::new("worker.read", pool.clone(), Read),
             intent: Batched::new(
                 "worker.intent",
                 pool.clone(),
                 Intent {
                     lease_secs: lease.as_secs_f64(),
                 },
-                shape,
             ),
-            success: Batched::new("worker.success", pool.clone(), Success, shape),
+            success: Batched::new("worker.success", pool.clone(), Success),
         }
     }
 
@@ -184,7 +182,6 @@ impl Statement for Intent {
 }
 
 /// A step that succeeded and goes on to step `target` (or completes the run, `None`).
-#[derive(Clone)]
 pub struct Done {
     pub job: Job,
     pub step_id: String,
