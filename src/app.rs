@@ -5,7 +5,10 @@
 use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get,
+    serve::ListenerExt,
+};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -276,6 +279,12 @@ pub async fn start(
     let server = TaskTracker::new();
     let stop = shutdown.clone();
     server.spawn(async move {
+        // Answers are written at once, not held back for the client's ACK (Nagle).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

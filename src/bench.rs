@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use axum::{Json, Router, body::Bytes, extract::State, routing::post};
+use axum::{Json, Router, body::Bytes, extract::State, routing::post, serve::ListenerExt};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -411,6 +411,9 @@ async fn start_sink(
         .context("bind the sink")?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
