@@ -308,7 +308,8 @@ async fn resume_waiting(
 ) -> anyhow::Result<Vec<OutboxRow>> {
     let waiting: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "SELECT id, workflow, step_index FROM runs
-         WHERE status = 'waiting' AND sender_id = $1 AND customer_id = $2 FOR UPDATE",
+         WHERE finished_at IS NULL AND status = 'waiting' AND sender_id = $1 AND customer_id = $2
+         FOR UPDATE",
     )
     .bind(&event.senderid)
     .bind(customer)
@@ -351,7 +352,8 @@ async fn reply_belongs_to_a_waiting_run(
     message_id: &str,
 ) -> anyhow::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'waiting' AND sender_id = $1 AND customer_id = $2)
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE finished_at IS NULL AND status = 'waiting'
+                                       AND sender_id = $1 AND customer_id = $2)
              OR EXISTS (SELECT 1 FROM runs WHERE resumed_by = $3)",
     )
     .bind(&event.senderid)

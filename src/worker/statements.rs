@@ -97,7 +97,8 @@ impl Statement for Read {
                     c.name, c.phone, c.fields, c.groups, c.opted_out,
                     r.customer_id IS NOT NULL AND EXISTS (
                       SELECT 1 FROM runs o JOIN events oe ON oe.id = o.event_id
-                      WHERE o.customer_id = r.customer_id AND o.status IN ('queued', 'running')
+                      WHERE o.customer_id = r.customer_id AND o.finished_at IS NULL
+                        AND o.status IN ('queued', 'running')
                         AND o.id <> r.id AND (oe.received_at, oe.id) < (ev.received_at, ev.id)
                     ) AS behind
              FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS x(run_id, step_index, ord)
