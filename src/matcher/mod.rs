@@ -91,12 +91,7 @@ pub async fn handle_event(
     {
         // One run: its statement commits on its own (with other events' runs), no BEGIN/COMMIT
         // round trips.
-        let run = Arc::new(NewRun::new(
-            workflow,
-            event,
-            run_context(event),
-            dispatch_of(event),
-        )?);
+        let run = Arc::new(NewRun::new(workflow, event, dispatch_of(event))?);
         let staged = create_runs
             .run(run.clone())
             .await
@@ -123,20 +118,12 @@ pub async fn handle_event(
         tx.commit().await.context("commit")?;
         return Ok(Vec::new());
     }
-    let context = run_context(event);
     let dispatch_id = dispatch_of(event);
     for workflow in matched {
-        rows.extend(create_run(&mut tx, workflow, event, &context, dispatch_id).await?);
+        rows.extend(create_run(&mut tx, workflow, event, dispatch_id).await?);
     }
     tx.commit().await.context("commit runs")?;
     Ok(rows)
-}
-
-/// A new run's data: the trigger, the event, no step outputs yet.
-fn run_context(event: &CloudEvent) -> Value {
-    let mut d = trigger_data(event);
-    d["steps"] = json!({});
-    d
 }
 
 /// The dispatch a `manual` or `schedule` event belongs to.
@@ -156,7 +143,6 @@ pub struct NewRun {
     event_id: Uuid,
     customer_id: Option<String>,
     sender_id: String,
-    context: Value,
     job: Value,
     dispatch_id: Option<Uuid>,
 }
@@ -165,7 +151,6 @@ impl NewRun {
     fn new(
         workflow: &Workflow,
         event: &CloudEvent,
-        context: Value,
         dispatch_id: Option<Uuid>,
     ) -> anyhow::Result<Self> {
         let run_id = Uuid::now_v7();
@@ -175,7 +160,6 @@ impl NewRun {
             event_id: event.id,
             customer_id: event.subject.clone(),
             sender_id: event.senderid.clone(),
-            context,
             job: serde_json::to_value(Job::step(run_id, 0))?,
             dispatch_id,
         })
@@ -210,17 +194,17 @@ impl crate::db::batch::Statement for CreateRuns {
         let rows: Vec<StagedRow> = sqlx::query_as(
             "WITH x AS (
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-                                    $6::jsonb[], $7::jsonb[], $8::uuid[])
-                 WITH ORDINALITY AS x(id, workflow, event_id, customer_id, sender_id, context, job, dispatch_id, ord)
+                                    $6::jsonb[], $7::uuid[])
+                 WITH ORDINALITY AS x(id, workflow, event_id, customer_id, sender_id, job, dispatch_id, ord)
              ), run AS (
                INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
-               SELECT id, workflow, event_id, customer_id, sender_id, 'queued', context, dispatch_id
+               SELECT id, workflow, event_id, customer_id, sender_id, 'queued', jsonb_build_object('steps', '{}'::jsonb), dispatch_id
                FROM x ORDER BY ord
                ON CONFLICT (workflow, event_id) DO NOTHING
                RETURNING id
              ), job AS (
                INSERT INTO outbox (destination, routing_key, body, event_id)
-               SELECT $9, '', x.job, NULL FROM x JOIN run ON run.id = x.id ORDER BY x.ord
+               SELECT $8, '', x.job, NULL FROM x JOIN run ON run.id = x.id ORDER BY x.ord
                RETURNING id, destination, routing_key, body
              )
              SELECT x.ord, job.id, job.destination, job.routing_key, job.body
@@ -231,7 +215,6 @@ impl crate::db::batch::Statement for CreateRuns {
         .bind(all.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(all.iter().map(|r| r.customer_id.as_deref()).collect::<Vec<_>>())
         .bind(all.iter().map(|r| r.sender_id.as_str()).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| &r.context).collect::<Vec<_>>())
         .bind(all.iter().map(|r| &r.job).collect::<Vec<_>>())
         .bind(all.iter().map(|r| r.dispatch_id).collect::<Vec<_>>())
         .bind(Destination::Jobs.as_str())
@@ -263,11 +246,10 @@ async fn create_run(
     conn: &mut sqlx::PgConnection,
     workflow: &Workflow,
     event: &CloudEvent,
-    context: &Value,
     dispatch_id: Option<Uuid>,
 ) -> anyhow::Result<Vec<OutboxRow>> {
     use crate::db::batch::Statement;
-    let run = Arc::new(NewRun::new(workflow, event, context.clone(), dispatch_id)?);
+    let run = Arc::new(NewRun::new(workflow, event, dispatch_id)?);
     let mut staged = CreateRuns
         .run(conn, std::slice::from_ref(&run))
         .await

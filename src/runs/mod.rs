@@ -22,6 +22,18 @@ pub struct Job {
     pub resume: Option<Resume>,
 }
 
+/// A run's data as its steps see it: what its event says (`trigger` and `event`, as the trigger
+/// filter saw them) and what the run keeps itself (`steps`, each step's output). The run's row
+/// keeps only the latter, so that the row every step rewrites stays small; rows written by
+/// earlier versions also hold a copy of the former, which is the same.
+pub fn run_data(event: &crate::domain::CloudEvent, own: Value) -> Value {
+    let mut data = crate::matcher::trigger_data(event);
+    if let (Some(data), Value::Object(own)) = (data.as_object_mut(), own) {
+        data.extend(own);
+    }
+    data
+}
+
 impl Job {
     pub fn step(run_id: Uuid, step_index: i32) -> Self {
         Job {
@@ -270,3 +282,49 @@ pub(crate) async fn finish_run(
 
 pub mod dead_letters;
 pub mod timers;
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::run_data;
+    use crate::domain::{CloudEvent, EventType};
+
+    fn event() -> CloudEvent {
+        CloudEvent::new(
+            EventType::MessageReceived,
+            "/whatsapp/1".into(),
+            "1".into(),
+            Some("4915100000001".into()),
+            Utc::now(),
+            json!({"text": "hello", "from": "4915100000001"}),
+        )
+    }
+
+    #[test]
+    fn a_run_sees_its_events_data_beside_its_own_step_outputs() {
+        let event = event();
+        let data = run_data(&event, json!({"steps": {"greet": {"wamid": "wamid.1"}}}));
+        assert_eq!(data["trigger"]["text"], "hello");
+        assert_eq!(data["event"]["id"], json!(event.id));
+        assert_eq!(data["event"]["subject"], "4915100000001");
+        assert_eq!(data["event"]["sender_id"], "1");
+        assert_eq!(data["steps"]["greet"]["wamid"], "wamid.1");
+        assert_eq!(data, {
+            let mut expected = crate::matcher::trigger_data(&event);
+            expected["steps"] = json!({"greet": {"wamid": "wamid.1"}});
+            expected
+        });
+    }
+
+    #[test]
+    fn a_run_row_that_kept_a_copy_of_its_trigger_keeps_it() {
+        let event = event();
+        let own = json!({"trigger": {"text": "stored"}, "steps": {}});
+        let data = run_data(&event, own);
+        assert_eq!(data["trigger"]["text"], "stored");
+        assert_eq!(data["event"]["id"], json!(event.id));
+        assert_eq!(data["steps"], json!({}));
+    }
+}

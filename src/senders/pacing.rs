@@ -1,5 +1,5 @@
 //! Pacing: per-sender throughput and per-recipient gaps, shared by every worker process through
-//! PostgreSQL (`herald_reserve_send`, one round trip per send). Limits come from
+//! PostgreSQL (`herald_reserve_sends`, one statement for the sends that arrive together). Limits come from
 //! `HERALD_SENDER_RATE` / `HERALD_RECIPIENT_GAP` / `HERALD_RECIPIENT_BURST` and per-sender
 //! overrides in `senders.yaml` (`HERALD_SENDERS`), parsed strictly.
 
@@ -193,8 +193,8 @@ pub struct SlotRequest {
     pub limit: Limit,
 }
 
-/// Reserves slots for many sends in one statement (`herald_reserve_send` per send, in order,
-/// in one transaction): batched across the sends of a process (`db::batch`).
+/// Reserves slots for many sends in one statement (`herald_reserve_sends`: each sender's sends
+/// in order, its pacing row written once): batched across the sends of a process (`db::batch`).
 #[derive(Clone)]
 pub struct Reserve {
     pub max_wait: Duration,
@@ -213,11 +213,9 @@ impl crate::db::batch::Statement for Reserve {
         all: &[SlotRequest],
     ) -> sqlx::Result<Vec<Reservation>> {
         let rows: Vec<ReserveRow> = sqlx::query_as(
-            "SELECT x.ord, r.status, r.detail, r.wait, r.reserved, r.probe
-             FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int[])
-                    WITH ORDINALITY AS x(sender, recipient, step, gap, burst, ord)
-             CROSS JOIN LATERAL herald_reserve_send(x.sender, x.recipient, x.step, x.gap, x.burst, $6, $7) r
-             ORDER BY x.ord",
+            "SELECT r.ord, r.status, r.detail, r.wait, r.reserved, r.probe
+             FROM herald_reserve_sends($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int[], $6, $7) r
+             ORDER BY r.ord",
         )
         .bind(all.iter().map(|r| r.sender.as_str()).collect::<Vec<_>>())
         .bind(all.iter().map(|r| r.recipient.as_str()).collect::<Vec<_>>())
@@ -241,7 +239,7 @@ impl crate::db::batch::Statement for Reserve {
         .fetch_all(conn)
         .await?;
         Ok(
-            crate::db::batch::one_row_each(rows, all.len(), "herald_reserve_send")?
+            crate::db::batch::one_row_each(rows, all.len(), "herald_reserve_sends")?
                 .into_iter()
                 .map(|(_, status, detail, wait, reserved, probe)| {
                     let wait = Duration::from_secs_f64(wait.max(0.0));

@@ -9,6 +9,7 @@ mod statements;
 
 use std::{future::Future, time::Duration};
 
+use crate::domain::CloudEvent;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -43,7 +44,15 @@ pub enum Outcome {
     Busy(Duration),
 }
 
-type RunRow = (String, String, i32, Value, Option<String>, Option<String>);
+type RunRow = (
+    String,
+    String,
+    i32,
+    Value,
+    sqlx::types::Json<CloudEvent>,
+    Option<String>,
+    Option<String>,
+);
 type ContactRow = (Option<String>, Option<String>, Value, Vec<String>, bool);
 
 /// Runs one job to its outcome. The loop around it only acks and retries.
@@ -62,13 +71,15 @@ pub async fn execute_job(
     // Phase 1: lock the run, check the job is current, record the intent.
     let mut tx = pool.begin().await.context("begin step")?;
     let run: Option<RunRow> = sqlx::query_as(
-        "SELECT workflow, status, step_index, context, customer_id, sender_id FROM runs WHERE id = $1 FOR UPDATE",
+        "SELECT r.workflow, r.status, r.step_index, r.context, e.cloudevent, r.customer_id, r.sender_id
+         FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1 FOR UPDATE OF r",
     )
     .bind(job.run_id)
     .fetch_optional(&mut *tx)
     .await
     .context("lock run")?;
-    let Some((workflow_name, status, step_index, context, customer_id, sender_id)) = run else {
+    let Some((workflow_name, status, step_index, context, event, customer_id, sender_id)) = run
+    else {
         tracing::warn!(run_id = %job.run_id, "job for an unknown run; dropped");
         return Ok(Outcome::Stale);
     };
@@ -160,7 +171,7 @@ pub async fn execute_job(
         // No outside effect: simply run it again as the next attempt.
     }
 
-    let mut data = context;
+    let mut data = crate::runs::run_data(&event, context);
     data["contact"] = load_contact(&mut tx, customer_id.as_deref()).await?;
     let ctx = StepContext {
         run_id: job.run_id,
@@ -548,7 +559,7 @@ async fn fast_step(
         )
     });
     let (customer_id, sender_id) = (row.customer_id, row.sender_id);
-    let mut data = row.context;
+    let mut data = crate::runs::run_data(&row.event, row.context);
     data["contact"] = contact_json(customer_id.as_deref(), contact);
     let ctx = StepContext {
         run_id: job.run_id,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     bus::{Destination, outbox::OutboxRow},
     db::batch::{Batched, DbError, Statement},
+    domain::CloudEvent,
     runs::Job,
     steps::Sent,
 };
@@ -58,6 +59,7 @@ pub struct FastRow {
     pub status: String,
     pub step_index: i32,
     pub context: Value,
+    pub event: sqlx::types::Json<CloudEvent>,
     pub customer_id: Option<String>,
     pub sender_id: Option<String>,
     pub last_attempt: Option<i32>,
@@ -92,7 +94,8 @@ impl Statement for Read {
 
     async fn run(&self, conn: &mut PgConnection, jobs: &[Job]) -> sqlx::Result<Vec<Self::Output>> {
         let rows: Vec<FastRow> = sqlx::query_as(
-            "SELECT x.ord, r.workflow, r.status, r.step_index, r.context, r.customer_id, r.sender_id,
+            "SELECT x.ord, r.workflow, r.status, r.step_index, r.context, ev.cloudevent AS event,
+                    r.customer_id, r.sender_id,
                     a.attempt AS last_attempt, a.state AS last_state, c.customer_id IS NOT NULL AS has_contact,
                     c.name, c.phone, c.fields, c.groups, c.opted_out,
                     r.customer_id IS NOT NULL AND EXISTS (

@@ -131,11 +131,13 @@ async fn a_booked_call_runs_the_appointment_reminder_with_the_calls_fields_and_k
             .to_vec()
         )]
     );
-    let (trigger, sender, customer): (Value, String, String) =
-        sqlx::query_as("SELECT context->'trigger', sender_id, customer_id FROM runs")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (trigger, sender, customer): (Value, String, String) = sqlx::query_as(
+        "SELECT e.cloudevent->'data', r.sender_id, r.customer_id
+             FROM runs r JOIN events e ON e.id = r.event_id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(trigger["call_id"], "call-0001");
     assert_eq!(trigger["customer_phone"], "+4915100000081");
     assert_eq!(trigger["customer_id"], "4915100000081");
@@ -596,10 +598,12 @@ async fn herald_simulate_call_ended_posts_an_authenticated_call_to_a_running_her
             .to_vec()
         )]
     );
-    let trigger: Value = sqlx::query_scalar("SELECT context->'trigger' FROM runs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let trigger: Value = sqlx::query_scalar(
+        "SELECT e.cloudevent->'data' FROM runs r JOIN events e ON e.id = r.event_id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(trigger["duration_seconds"], 120);
     // The same call again is a duplicate; a wrong secret is refused and the command fails.
     let again = simulate("sim-1");

@@ -676,3 +676,82 @@ async fn a_quality_drop_pauses_dispatches_notifies_once_and_an_operator_resumes(
     let _ = std::fs::remove_dir_all(&config_dir);
     app.cleanup().await;
 }
+
+/// One batch of reservations (as concurrent sends hand them in together): each sender's sends
+/// get consecutive slots one interval apart in the order they came, the sender's pacing row
+/// ends one interval after its last slot, a second sender in the same batch is paced on its
+/// own, and a recipient named twice keeps its gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_reservations_paces_each_sender_in_order_and_keeps_the_recipient_gap() {
+    use herald::{
+        db::batch::Statement,
+        senders::pacing::{Limit, Rate, Reservation, Reserve, SlotRequest},
+    };
+    let app = spawn_app(Options {
+        roles: vec![Role::Ingress],
+        ..Default::default()
+    })
+    .await;
+    let limit = |per_second: &str, gap: u64| Limit {
+        rate: Rate::parse(per_second).unwrap(),
+        recipient_gap: Duration::from_secs(gap),
+        recipient_burst: 1,
+    };
+    let request = |sender: &str, recipient: &str, limit: Limit| SlotRequest {
+        sender: sender.into(),
+        recipient: recipient.into(),
+        limit,
+    };
+    let reserve = Reserve {
+        max_wait: Duration::from_secs(5),
+        recheck: Duration::from_secs(60),
+    };
+    let batch = vec![
+        request("111", "4915100000401", limit("10", 0)),
+        request("222", "4915100000402", limit("2", 0)),
+        request("111", "4915100000403", limit("10", 0)),
+        request("222", "4915100000404", limit("2", 0)),
+        request("111", "4915100000405", limit("10", 0)),
+        // A recipient named twice with a 10 s gap: the second is beyond max_wait.
+        request("333", "4915100000406", limit("100", 10)),
+        request("333", "4915100000406", limit("100", 10)),
+    ];
+    let mut conn = app.pool.acquire().await.unwrap();
+    let got = reserve.run(&mut conn, &batch).await.unwrap();
+    assert_eq!(got.len(), batch.len(), "one answer per request");
+    let wait = |i: usize| match &got[i] {
+        Reservation::Go { wait, probe: false } => wait.as_secs_f64(),
+        other => panic!("request {i}: {other:?}"),
+    };
+    let near = |a: f64, b: f64| (a - b).abs() < 0.05;
+    // Sender 111 at 10/s: 0, 0.1 and 0.2 s, in the order of the batch.
+    assert!(
+        near(wait(0), 0.0) && near(wait(2), 0.1) && near(wait(4), 0.2),
+        "{got:?}"
+    );
+    // Sender 222 at 2/s, not behind 111's sends: 0 and 0.5 s.
+    assert!(near(wait(1), 0.0) && near(wait(3), 0.5), "{got:?}");
+    assert!(near(wait(5), 0.0), "{got:?}");
+    match &got[6] {
+        Reservation::Later { after } => assert!(
+            after.as_secs_f64() > 9.0,
+            "the same recipient's second message waits for its gap: {after:?}"
+        ),
+        other => panic!("second message to one recipient: {other:?}"),
+    }
+    // Each sender's next free time is one interval after its last slot: 0.3 s, 1 s and 0.01 s
+    // after the batch (compared with each other, so that the time this query comes later does
+    // not count).
+    let next: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT sender_id, extract(epoch FROM next_at)::float8 FROM sender_pacing
+         WHERE recipient = '' ORDER BY sender_id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(next.len(), 3, "{next:?}");
+    assert!(near(next[1].1 - next[0].1, 0.7), "{next:?}");
+    assert!(near(next[2].1 - next[0].1, -0.29), "{next:?}");
+    drop(conn);
+    app.cleanup().await;
+}
