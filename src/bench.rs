@@ -62,7 +62,7 @@ steps:
         - "{{ trigger.text }}"
 "#;
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Length of the sustained-throughput phase (e.g. 60s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -169,9 +169,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Starts the sink and Herald, runs both phases, and stops everything (also on error).
 async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result<Report> {
+    // The load generator and the sink stand for Meta's side: they run on a runtime (and thread)
+    // of their own, so that their timing does not wait in Herald's task queues and Herald's
+    // tasks do not wait behind theirs. They still share the machine's cores.
+    let outside = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-outside")
+        .enable_all()
+        .build()
+        .context("start the load generator's runtime")?;
+    let outcome = bench_with(args, id, database_url, outside.handle()).await;
+    outside.shutdown_background();
+    outcome
+}
+
+async fn bench_with(
+    args: &BenchArgs,
+    id: &str,
+    database_url: &str,
+    outside: &tokio::runtime::Handle,
+) -> anyhow::Result<Report> {
     let sink = Arc::new(Sink::new(args.max_backlog));
     let sink_stop = CancellationToken::new();
-    let sink_addr = start_sink(sink.clone(), sink_stop.clone()).await?;
+    let sink_addr = outside
+        .spawn(start_sink(sink.clone(), sink_stop.clone()))
+        .await
+        .context("the sink's task")??;
 
     let vars: HashMap<&str, String> = HashMap::from([
         ("HERALD_LISTEN", "127.0.0.1:0".to_string()),
@@ -225,7 +248,14 @@ async fn bench(args: &BenchArgs, id: &str, database_url: &str) -> anyhow::Result
     };
     let url = format!("http://{}/webhooks/whatsapp", running.addr);
     let outcome = match Generator::new(url, id) {
-        Ok(generator) => phases(args, Arc::new(generator), &sink).await,
+        Ok(generator) => {
+            let (args, sink) = (args.clone(), sink.clone());
+            outside
+                .spawn(async move { phases(&args, Arc::new(generator), &sink).await })
+                .await
+                .context("the load generator's task")
+                .and_then(|r| r)
+        }
         Err(e) => Err(e),
     };
 
