@@ -3,6 +3,7 @@
 
 mod ai;
 mod api;
+mod batching;
 mod calls;
 mod contacts;
 mod control;
