@@ -71,10 +71,9 @@ pub async fn record(
         .bind(dedup_key)
         .fetch_one(&mut *conn)
         .await?;
-    let pending: Option<OutboxRow> = sqlx::query_as(
-        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
-         FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.event_id = $1 LIMIT 1",
-    )
+    let pending: Option<OutboxRow> = sqlx::query_as(crate::bus::outbox::select_outbox_rows!(
+        "WHERE o.event_id = $1 LIMIT 1"
+    ))
     .bind(event_id)
     .fetch_optional(&mut *conn)
     .await?;

@@ -39,6 +39,20 @@ impl OutboxRow {
     }
 }
 
+/// A query for outbox rows (`o`) as [`OutboxRow`]s, followed by the literal `$rest` (a WHERE
+/// clause and more): the one place that knows an inbound message's row takes its body from its
+/// event (`e`, joined by `event_id`).
+macro_rules! select_outbox_rows {
+    ($rest:literal) => {
+        concat!(
+            "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
+             FROM outbox o LEFT JOIN events e ON e.id = o.event_id ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_outbox_rows;
+
 /// Writes a message to the outbox inside the caller's transaction.
 pub async fn stage(
     tx: &mut Transaction<'_, Postgres>,
@@ -138,12 +152,10 @@ async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {
 /// claimed with `FOR UPDATE SKIP LOCKED`, so several relays never publish the same row at once.
 pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("begin outbox relay")?;
-    let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
-         FROM outbox o LEFT JOIN events e ON e.id = o.event_id
-         WHERE o.created_at < now() - make_interval(secs => $1)
-         ORDER BY o.id LIMIT 500 FOR UPDATE OF o SKIP LOCKED",
-    )
+    let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox_rows!(
+        "WHERE o.created_at < now() - make_interval(secs => $1)
+             ORDER BY o.id LIMIT 500 FOR UPDATE OF o SKIP LOCKED"
+    ))
     .bind(min_age.as_secs_f64())
     .fetch_all(&mut *tx)
     .await

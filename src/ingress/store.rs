@@ -97,10 +97,9 @@ async fn pending_of_duplicates(
     if duplicate_keys.is_empty() {
         return Ok(());
     }
-    let pending: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
-         FROM outbox o JOIN events e ON e.id = o.event_id WHERE e.dedup_key = ANY($1)",
-    )
+    let pending: Vec<OutboxRow> = sqlx::query_as(crate::bus::outbox::select_outbox_rows!(
+        "WHERE e.dedup_key = ANY($1)"
+    ))
     .bind(duplicate_keys)
     .fetch_all(&mut *conn)
     .await?;

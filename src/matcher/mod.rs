@@ -22,16 +22,24 @@ use crate::{
 
 /// The data a trigger filter sees: `trigger` (the event's data) and `event` (its envelope).
 pub fn trigger_data(event: &CloudEvent) -> Value {
+    json!({"trigger": event.data, "event": envelope(event)})
+}
+
+/// The same as [`trigger_data`], taking the event's data instead of copying it.
+pub fn into_trigger_data(event: CloudEvent) -> Value {
+    let envelope = envelope(&event);
+    json!({"trigger": event.data, "event": envelope})
+}
+
+/// The event's attributes besides its data.
+fn envelope(event: &CloudEvent) -> Value {
     json!({
-        "trigger": event.data,
-        "event": {
-            "id": event.id,
-            "type": event.event_type,
-            "source": event.source,
-            "time": event.time,
-            "sender_id": event.senderid,
-            "subject": event.subject,
-        },
+        "id": event.id,
+        "type": event.event_type,
+        "source": event.source,
+        "time": event.time,
+        "sender_id": event.senderid,
+        "subject": event.subject,
     })
 }
 

@@ -26,8 +26,8 @@ pub struct Job {
 /// filter saw them) and what the run keeps itself (`steps`, each step's output). The run's row
 /// keeps only the latter, so that the row every step rewrites stays small; rows written by
 /// earlier versions also hold a copy of the former, which is the same.
-pub fn run_data(event: &crate::domain::CloudEvent, own: Value) -> Value {
-    let mut data = crate::matcher::trigger_data(event);
+pub fn run_data(event: crate::domain::CloudEvent, own: Value) -> Value {
+    let mut data = crate::matcher::into_trigger_data(event);
     if let (Some(data), Value::Object(own)) = (data.as_object_mut(), own) {
         data.extend(own);
     }
@@ -305,7 +305,10 @@ mod tests {
     #[test]
     fn a_run_sees_its_events_data_beside_its_own_step_outputs() {
         let event = event();
-        let data = run_data(&event, json!({"steps": {"greet": {"wamid": "wamid.1"}}}));
+        let data = run_data(
+            event.clone(),
+            json!({"steps": {"greet": {"wamid": "wamid.1"}}}),
+        );
         assert_eq!(data["trigger"]["text"], "hello");
         assert_eq!(data["event"]["id"], json!(event.id));
         assert_eq!(data["event"]["subject"], "4915100000001");
@@ -322,7 +325,7 @@ mod tests {
     fn a_run_row_that_kept_a_copy_of_its_trigger_keeps_it() {
         let event = event();
         let own = json!({"trigger": {"text": "stored"}, "steps": {}});
-        let data = run_data(&event, own);
+        let data = run_data(event.clone(), own);
         assert_eq!(data["trigger"]["text"], "stored");
         assert_eq!(data["event"]["id"], json!(event.id));
         assert_eq!(data["steps"], json!({}));

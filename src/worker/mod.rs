@@ -171,7 +171,7 @@ pub async fn execute_job(
         // No outside effect: simply run it again as the next attempt.
     }
 
-    let mut data = crate::runs::run_data(&event, context);
+    let mut data = crate::runs::run_data(event.0, context);
     data["contact"] = load_contact(&mut tx, customer_id.as_deref()).await?;
     let ctx = StepContext {
         run_id: job.run_id,
@@ -559,7 +559,7 @@ async fn fast_step(
         )
     });
     let (customer_id, sender_id) = (row.customer_id, row.sender_id);
-    let mut data = crate::runs::run_data(&row.event, row.context);
+    let mut data = crate::runs::run_data(row.event.0, row.context);
     data["contact"] = contact_json(customer_id.as_deref(), contact);
     let ctx = StepContext {
         run_id: job.run_id,
