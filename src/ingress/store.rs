@@ -199,8 +199,9 @@ fn unshare(e: crate::db::batch::DbError) -> sqlx::Error {
 /// element each): their message's position in $1.., id, type, dedup key, body, and whether
 /// they need a new conversation. $12 is the message_received type, $19 the outbox
 /// destination. The event bodies get the conversation's id as data.conversation_id.
-/// Returns per message (`item`) the outbox rows (id set) and the dedup keys of further events
-/// that were known (id null).
+/// Returns per message (`item`) the outbox rows (id set) with their event's id and
+/// conversation id (the caller has the rest of the event: no body goes back over the wire),
+/// and the dedup keys of further events that were known (id null).
 const STORE_MESSAGES_SQL: &str = "
 WITH x AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::text[], $6::uuid[],
@@ -225,11 +226,11 @@ WITH x AS (
   SELECT event_id, $12, sender, customer, key, jsonb_set(body, '{data,conversation_id}', to_jsonb(cid))
   FROM xc ORDER BY sender, customer
   ON CONFLICT (dedup_key) DO NOTHING
-  RETURNING id, type, cloudevent
+  RETURNING id, type
 ), fresh AS (
   SELECT xc.* FROM xc JOIN ins_msg i ON i.id = xc.event_id
 ), more AS (
-  SELECT y.item, y.sub, y.id, y.type, y.key, fresh.sender, fresh.customer,
+  SELECT y.item, y.sub, y.id, y.type, y.key, fresh.sender, fresh.customer, fresh.cid,
          jsonb_set(y.body, '{data,conversation_id}', to_jsonb(fresh.cid)) AS body
   FROM unnest($13::int8[], $14::uuid[], $15::text[], $16::text[], $17::jsonb[], $18::bool[])
          WITH ORDINALITY AS y(item, id, type, key, body, needs_start, sub)
@@ -239,12 +240,12 @@ WITH x AS (
   INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
   SELECT id, type, sender, customer, key, body FROM more ORDER BY sender, customer, sub
   ON CONFLICT (dedup_key) DO NOTHING
-  RETURNING id, type, cloudevent
+  RETURNING id, type
 ), all_new AS (
-  SELECT fresh.ord AS item, 0::bigint AS sub, i.id, i.type, i.cloudevent, fresh.sender
+  SELECT fresh.ord AS item, 0::bigint AS sub, i.id, i.type, fresh.cid, fresh.sender
   FROM ins_msg i JOIN fresh ON fresh.event_id = i.id
   UNION ALL
-  SELECT more.item, more.sub, i.id, i.type, i.cloudevent, more.sender
+  SELECT more.item, more.sub, i.id, i.type, more.cid, more.sender
   FROM ins_more i JOIN more ON more.id = i.id
 ), ob AS (
   INSERT INTO outbox (destination, routing_key, body, event_id)
@@ -262,10 +263,11 @@ WITH x AS (
                 ELSE CASE (SELECT f.opt_out FROM fresh f WHERE f.customer = EXCLUDED.customer_id)
                      WHEN 'opted_in' THEN false ELSE contacts.opted_out END END
 )
-SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, n.cloudevent, NULL::text AS known
+SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, n.id AS event_id, n.cid,
+       NULL::text AS known
 FROM ob JOIN all_new n ON n.id = ob.event_id
 UNION ALL
-SELECT more.item, more.sub, NULL, NULL, NULL, NULL, more.key FROM more
+SELECT more.item, more.sub, NULL, NULL, NULL, NULL, NULL, more.key FROM more
 WHERE NOT EXISTS (SELECT 1 FROM ins_more i WHERE i.id = more.id)
 ORDER BY 1, 2";
 
@@ -275,7 +277,8 @@ type MessageRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
-    Option<Value>,
+    Option<Uuid>,
+    Option<Uuid>,
     Option<String>,
 );
 
@@ -467,7 +470,25 @@ fn record_message(
     }
     for row in rows {
         match row {
-            (_, _, Some(id), Some(destination), Some(routing_key), Some(body), _) => {
+            (
+                _,
+                _,
+                Some(id),
+                Some(destination),
+                Some(routing_key),
+                Some(event_id),
+                Some(cid),
+                _,
+            ) => {
+                // The event as stored: the body Herald made, with the conversation's id.
+                let made = std::iter::once((m.received_id, &m.received_body))
+                    .chain(m.more.iter().map(|e| (e.id, &e.body)))
+                    .find(|(id, _)| *id == event_id);
+                let Some((_, made)) = made else {
+                    continue; // not one of this message's events (cannot be): the relay has it
+                };
+                let mut body = made.clone();
+                body["data"]["conversation_id"] = json!(cid);
                 stored.outbox.push(OutboxRow {
                     id,
                     destination,
@@ -476,7 +497,7 @@ fn record_message(
                 });
                 stored.new_events += 1;
             }
-            (_, _, _, _, _, _, Some(known)) => {
+            (_, _, _, _, _, _, _, Some(known)) => {
                 stored.duplicates += 1;
                 duplicate_keys.push(known);
             }

@@ -17,9 +17,63 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 #[serde(try_from = "String")]
 pub struct Text {
     source: String,
-    /// Dotted variable paths the text reads (`trigger.customer_name`).
+    /// What loading found in it (boxed: steps hold many texts).
     #[serde(skip)]
+    parsed: Box<Parsed>,
+}
+
+#[derive(Clone, Default)]
+struct Parsed {
+    /// Dotted variable paths the text reads (`trigger.customer_name`).
     variables: BTreeSet<String>,
+    /// The text as literal parts and plain `{{ a.b }}` variables, when that is all it holds:
+    /// such a text renders by lookup, without the template engine (`None`: render with it).
+    plain: Option<Vec<Part>>,
+}
+
+/// A piece of a plain text.
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Literal(String),
+    /// A dotted path (`trigger.text`), split at the dots.
+    Variable(String, Vec<String>),
+}
+
+/// Splits `source` into literal text and plain variables, or `None` when it holds anything
+/// else for the engine: a statement or comment, a filter, an expression, whitespace control,
+/// a literal (`true`, `none`) or a trailing newline (which the engine drops).
+fn plain_parts(source: &str) -> Option<Vec<Part>> {
+    if source.contains("{%") || source.contains("{#") || source.ends_with('\n') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_string()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let path = after[..close].trim();
+        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        let identifier = |s: &String| {
+            let mut chars = s.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let literal = ["true", "false", "none", "True", "False", "None"];
+        if !segments.iter().all(identifier) || literal.contains(&segments[0].as_str()) {
+            return None;
+        }
+        parts.push(Part::Variable(path.to_string(), segments));
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.to_string()));
+    }
+    Some(parts)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +96,10 @@ impl Text {
         };
         Ok(Text {
             source: source.to_string(),
-            variables,
+            parsed: Box::new(Parsed {
+                variables,
+                plain: plain_parts(source),
+            }),
         })
     }
 
@@ -52,20 +109,71 @@ impl Text {
 
     /// The dotted paths this text reads.
     pub fn variables(&self) -> impl Iterator<Item = &str> {
-        self.variables.iter().map(String::as_str)
+        self.parsed.variables.iter().map(String::as_str)
     }
 
     /// Renders with the run's data (`{trigger, contact, steps, event}`).
     pub fn render(&self, data: &serde_json::Value) -> Result<String, RenderError> {
-        if self.variables.is_empty() && !self.source.contains("{%") {
+        if self.parsed.variables.is_empty()
+            && !self.source.contains("{{")
+            && !self.source.contains("{%")
+        {
             return Ok(self.source.clone());
         }
+        if let Some(rendered) = self.render_plain(data) {
+            return rendered;
+        }
+        self.render_with_engine(data)
+    }
+
+    /// Renders a plain text by looking its variables up, as the engine would render them;
+    /// `None` when a value is one the engine formats in its own way (a boolean, a float, a
+    /// list, a map).
+    fn render_plain(&self, data: &serde_json::Value) -> Option<Result<String, RenderError>> {
+        let parts = self.parsed.plain.as_ref()?;
+        let mut out = String::with_capacity(self.source.len() + 16);
+        for part in parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Variable(path, segments) => {
+                    let mut current = Some(data);
+                    for segment in segments {
+                        current = current.and_then(|v| v.get(segment.as_str()));
+                    }
+                    match current {
+                        None | Some(serde_json::Value::Null) => {
+                            // The first missing one in the order the engine's error names it.
+                            let missing = self
+                                .parsed
+                                .variables
+                                .iter()
+                                .find(|v| lookup(data, v).is_none())
+                                .unwrap_or(path);
+                            return Some(Err(RenderError::MissingVariable(missing.clone())));
+                        }
+                        Some(serde_json::Value::String(s)) => out.push_str(s),
+                        Some(serde_json::Value::Number(n)) if !n.is_f64() => {
+                            out.push_str(&n.to_string());
+                        }
+                        Some(_) => return None,
+                    }
+                }
+            }
+        }
+        Some(Ok(out))
+    }
+
+    fn render_with_engine(&self, data: &serde_json::Value) -> Result<String, RenderError> {
         // `null` counts as missing: drop it so strict mode (or `default`) sees it as undefined.
         let data = &without_nulls(data);
         ENV.render_str(&self.source, minijinja::value::Serde(data))
             .map_err(|e| {
                 if e.kind() == minijinja::ErrorKind::UndefinedError
-                    && let Some(missing) = self.variables.iter().find(|v| lookup(data, v).is_none())
+                    && let Some(missing) = self
+                        .parsed
+                        .variables
+                        .iter()
+                        .find(|v| lookup(data, v).is_none())
                 {
                     return RenderError::MissingVariable(missing.clone());
                 }
@@ -150,6 +258,58 @@ mod tests {
     #[test]
     fn bad_syntax_is_caught_when_loading() {
         assert!(Text::parse("Hi {{ trigger.name ").is_err());
+    }
+
+    #[test]
+    fn plain_texts_render_without_the_engine_exactly_as_the_engine_does() {
+        let data = json!({
+            "trigger": {"text": "olá {{x}}", "n": 42, "neg": -7, "big": u64::MAX, "yes": true,
+                        "no": false, "gone": null, "f": 1.5, "whole": 2.0,
+                        "list": [1, "a"], "map": {"k": "v"}, "empty": ""},
+            "contact": {"name": "Ana", "fields": {"plan": "gold"}},
+        });
+        let cases = [
+            ("{{ trigger.text }}", true),
+            (
+                "Hi {{trigger.text}}, you have {{ trigger.n }} ({{ trigger.neg }})",
+                true,
+            ),
+            (
+                "{{ trigger.big }}/{{ trigger.yes }}/{{ trigger.no }}/[{{ trigger.empty }}]",
+                true,
+            ),
+            (
+                "{{ contact.fields.plan }} plan for {{ contact.name }}!",
+                true,
+            ),
+            ("{{ trigger.missing }}", true),
+            ("{{ trigger.gone }} and {{ contact.nope }}", true),
+            ("{{ trigger.text.deeper }}", true),
+            ("{{ trigger.f }} {{ trigger.whole }}", true),
+            ("{{ trigger.list }} {{ trigger.map }}", true),
+            ("a } b {{ trigger.n }} c }} d", true),
+            ("{{ trigger.text | upper }}", false),
+            ("{{- trigger.text }}", false),
+            ("{{ trigger.n + 1 }}", false),
+            ("{{ true }}", false),
+            ("{{ trigger.text }}\n", false),
+            ("{% if trigger.yes %}y{% endif %}", false),
+        ];
+        for (source, plain) in cases {
+            let text = Text::parse(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(text.parsed.plain.is_some(), plain, "{source}");
+            let engine = text.render_with_engine(&data);
+            assert_eq!(text.render(&data), engine, "{source}");
+            if let Some(fast) = text.render_plain(&data) {
+                assert_eq!(fast, engine, "{source}");
+            }
+        }
+        // The cases above reach both branches of the fast path.
+        let fast = Text::parse("{{ trigger.n }}").unwrap();
+        assert_eq!(fast.render_plain(&data), Some(Ok("42".to_string())));
+        let engine_only = Text::parse("{{ trigger.f }}").unwrap();
+        assert_eq!(engine_only.render_plain(&data), None);
+        assert_eq!(engine_only.render(&data).unwrap(), "1.5");
     }
 
     #[test]

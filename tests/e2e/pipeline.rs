@@ -516,6 +516,13 @@ async fn events_are_published_as_cloudevents_with_type_and_sender_in_the_routing
     assert_eq!(event["data"]["text"], "hello");
     assert_eq!(event["data"]["message_id"], "wamid.CE");
     assert!(event["data"]["conversation_id"].is_string());
+    // What the bus carries is the event as stored, conversation id included.
+    let stored: Value =
+        sqlx::query_scalar("SELECT cloudevent FROM events WHERE dedup_key = 'message:wamid.CE'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(event, stored);
     let _ = conn.close(200, "done".into()).await;
     app.cleanup().await;
 }
