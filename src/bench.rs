@@ -83,8 +83,18 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
+    /// Also write the latency phase's webhooks to this file, one line each: when it was due
+    /// (ms after the phase began) and its answer time in ms (-1: no answer). Shows whether
+    /// slow answers come alone or together.
+    #[arg(long)]
+    pub latency_samples: Option<std::path::PathBuf>,
     /// A database of the PostgreSQL server to connect to for creating the bench database.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// Herald's connections to the bench database take its options (the default: no TLS on
+    /// the loopback).
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     pub database_admin_url: String,
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
@@ -284,6 +294,7 @@ async fn phases(
         args.concurrency,
         warmup.as_secs_f64()
     );
+    let cpu_before = cpu_check();
     let sustained = throughput_phase(args, warmup, &generator, sink).await?;
     eprintln!(
         "phase 2/2: latency at {} events/s offered for {} s",
@@ -291,6 +302,7 @@ async fn phases(
         args.latency_duration.as_secs_f64()
     );
     let latency = latency_phase(args, sustained.next_seq, &generator, sink).await?;
+    let cpu_after = cpu_check();
 
     // Exactly once: every accepted webhook produced one send, to its customer.
     let records = sink.snapshot();
@@ -378,6 +390,7 @@ async fn phases(
     };
     Ok(Report {
         machine: machine(),
+        cpu_check_ms: [ms(cpu_before), ms(cpu_after)],
         throughput,
         latency: latency_report,
         delivery,
@@ -619,6 +632,20 @@ async fn throughput_phase(
         posts.extend(t.await.context("a poster task failed")?);
     }
     let posting_done = Instant::now();
+    if let Some(path) = &args.latency_samples {
+        let lines: Vec<String> = posts
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:.1} {:.2}\n",
+                    ms(p.origin.saturating_duration_since(start)),
+                    p.answer.map_or(-1.0, ms)
+                )
+            })
+            .collect();
+        std::fs::write(path, lines.concat())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     let accepted = generator.accepted.load(Ordering::Acquire) - accepted_before;
     let drain = drain(sink, sent_before + accepted, posting_done).await;
     posts.sort_by_key(|p| p.seq);
@@ -667,6 +694,20 @@ async fn latency_phase(
         posts.push(h.await.context("a poster task failed")?);
     }
     let posting_done = Instant::now();
+    if let Some(path) = &args.latency_samples {
+        let lines: Vec<String> = posts
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:.1} {:.2}\n",
+                    ms(p.origin.saturating_duration_since(start)),
+                    p.answer.map_or(-1.0, ms)
+                )
+            })
+            .collect();
+        std::fs::write(path, lines.concat())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     let accepted = generator.accepted.load(Ordering::Acquire) - accepted_before;
     let drain = drain(sink, sent_before + accepted, posting_done).await;
     Ok(LatencyRun {
@@ -779,6 +820,8 @@ impl Percentiles {
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
+    /// [`cpu_check`] before the first phase and after the last.
+    cpu_check_ms: [f64; 2],
     throughput: ThroughputReport,
     latency: LatencyReport,
     delivery: DeliveryReport,
@@ -846,6 +889,29 @@ struct DeliveryReport {
     unknown_sends: u64,
 }
 
+/// How fast one core is now: the time a fixed piece of work takes (20,000 JSON round trips of
+/// a webhook-sized body). A shared machine's speed changes with its neighbours' load; two runs'
+/// figures compare only at similar speeds.
+fn cpu_check() -> Duration {
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "100000000000042"},
+            "contacts": [{"profile": {"name": "Bench Customer"}, "wa_id": "491510000057"}],
+            "messages": [{"from": "491510000057", "id": "wamid.bench.0123456789abcdef.57",
+                          "timestamp": "1764900000", "type": "text", "text": {"body": "bench-57"}}]
+        }}]}]
+    });
+    let start = Instant::now();
+    for _ in 0..20_000 {
+        let bytes = serde_json::to_vec(std::hint::black_box(&body)).unwrap_or_default();
+        let back: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        std::hint::black_box(back);
+    }
+    start.elapsed()
+}
+
 fn machine() -> Machine {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -883,6 +949,10 @@ fn print_report(r: &Report) {
         m.cores,
         m.cpu_model.as_deref().unwrap_or("unknown CPU"),
         m.date
+    );
+    println!(
+        "CPU check: {:.0} ms before, {:.0} ms after (one core, fixed work; lower is faster)",
+        r.cpu_check_ms[0], r.cpu_check_ms[1]
     );
     println!(
         "pipeline: webhook -> ingress -> RabbitMQ -> matcher -> worker -> local Graph API sink"

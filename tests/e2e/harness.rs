@@ -176,9 +176,22 @@ impl TestApp {
         while let Some(r) = self.running.pop() {
             let bus = r.bus.clone();
             r.shutdown().await;
-            let _ = bus.delete_topology().await;
             bus.close().await;
         }
+        // The exchange and queues, over a connection of their own straight to the broker: the
+        // processes' own may have died with the test, or go through a proxy the test cut.
+        let mut direct = self.vars.clone();
+        direct.insert(
+            "HERALD_AMQP_URL".into(),
+            format!("amqp://guest:guest@{}/%2f", amqp_addr()),
+        );
+        let bus = herald::bus::Bus::new(
+            &Config::from_lookup(|k| direct.get(k).cloned()).expect("test config"),
+        );
+        if let Err(e) = bus.delete_topology().await {
+            eprintln!("warning: RabbitMQ names {}.* left behind: {e}", self.prefix);
+        }
+        bus.close().await;
         // Bounded: the database is dropped WITH (FORCE) below whatever the pool still holds.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
         let _ = std::fs::remove_dir_all(&self.workflows_dir);

@@ -293,7 +293,12 @@ fn workflows_schema_prints_a_json_schema_of_every_step() {
 /// once. The figures are not judged here; `herald bench` prints them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
-    let out = tokio::task::spawn_blocking(|| {
+    let samples = std::env::temp_dir().join(format!(
+        "herald-bench-samples-{}.txt",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let samples_arg = samples.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
         herald()
             .args([
                 "bench",
@@ -306,6 +311,8 @@ async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
                 "--concurrency",
                 "8",
                 "--json",
+                "--latency-samples",
+                &samples_arg,
             ])
             .env("RUST_LOG", "warn")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -325,4 +332,32 @@ async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
     assert_eq!(delivery["lost"], 0);
     assert_eq!(delivery["duplicated"], 0);
     assert!(report["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+    let checks = report["cpu_check_ms"].as_array().expect("cpu_check_ms");
+    assert_eq!(checks.len(), 2);
+    assert!(
+        checks.iter().all(|c| c.as_f64().unwrap() > 0.0),
+        "{report:#}"
+    );
+    // One line per webhook of the latency phase (2 s at 50/s): when it was due, its answer.
+    let text = std::fs::read_to_string(&samples).expect("samples file");
+    let _ = std::fs::remove_file(&samples);
+    let lines: Vec<Vec<f64>> = text
+        .lines()
+        .map(|l| l.split(' ').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        report["latency"]["posted"].as_u64().unwrap()
+    );
+    assert_eq!(lines.len(), 100);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.len() == 2 && l[0] >= 0.0 && l[1] > 0.0),
+        "{text}"
+    );
+    assert!(
+        lines.windows(2).all(|w| w[0][0] < w[1][0]),
+        "in the order they were due"
+    );
 }
