@@ -18,7 +18,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use axum::{Json, Router, body::Bytes, extract::State, routing::post, serve::ListenerExt};
+use axum::{
+    Router, body::Bytes, extract::State, response::IntoResponse, routing::post, serve::ListenerExt,
+};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -464,27 +466,66 @@ async fn start_sink(
     Ok(addr)
 }
 
+/// What the sink reads of a send: the recipient and the template's first parameter. Borrowed
+/// from the body: the sink shares the machine with Herald and should cost it little.
+#[derive(serde::Deserialize)]
+struct SentMessage<'a> {
+    #[serde(borrow, default)]
+    to: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    template: Option<SentTemplate<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SentTemplate<'a> {
+    #[serde(borrow, default)]
+    components: Vec<SentComponent<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SentComponent<'a> {
+    #[serde(borrow, default)]
+    parameters: Vec<SentParameter<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SentParameter<'a> {
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// `POST /{phone_number_id}/messages`: records the send and answers like the Cloud API.
-async fn sink_send(State(sink): State<Arc<Sink>>, body: Bytes) -> Json<Value> {
+async fn sink_send(State(sink): State<Arc<Sink>>, body: Bytes) -> impl IntoResponse {
     let at = Instant::now();
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let to = request["to"].as_str().unwrap_or_default().to_string();
-    let seq = request["template"]["components"][0]["parameters"][0]["text"]
-        .as_str()
+    let request: Option<SentMessage<'_>> = serde_json::from_slice(&body).ok();
+    let to = request
+        .as_ref()
+        .and_then(|r| r.to.as_deref())
+        .unwrap_or_default()
+        .to_string();
+    let seq = request
+        .as_ref()
+        .and_then(|r| r.template.as_ref())
+        .and_then(|t| t.components.first())
+        .and_then(|c| c.parameters.first())
+        .and_then(|p| p.text.as_deref())
         .and_then(|t| t.strip_prefix(MARKER))
         .and_then(|n| n.parse::<u64>().ok());
-    let answer = json!({
-        "messaging_product": "whatsapp",
-        "contacts": [{ "input": to, "wa_id": to }],
-        "messages": [{ "id": format!("wamid.{}", uuid::Uuid::new_v4().simple()) }],
-    });
+    let quoted = serde_json::to_string(&to).unwrap_or_else(|_| "\"\"".into());
+    let answer = format!(
+        r#"{{"messaging_product":"whatsapp","contacts":[{{"input":{quoted},"wa_id":{quoted}}}],"messages":[{{"id":"wamid.{}"}}]}}"#,
+        uuid::Uuid::new_v4().simple()
+    );
     sink.records
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(SinkRecord { seq, to, at });
     sink.count.fetch_add(1, Ordering::AcqRel);
     sink.credits.add_permits(1);
-    Json(answer)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,17 +56,29 @@ impl<S: Statement> Processor for Runner<S> {
     type Error = DbError;
     type Resources = PoolConnection<Postgres>;
 
+    // Each call runs in a task of its own: the futures are boxed so that spawning one moves a
+    // pointer, not their whole state.
     async fn acquire_resources(&self, _key: ()) -> Result<PoolConnection<Postgres>, DbError> {
-        self.pool.acquire().await.map_err(Arc::new)
+        Box::pin(self.pool.acquire()).await.map_err(Arc::new)
     }
 
     async fn process(
         &self,
         _key: (),
         inputs: impl Iterator<Item = S::Input> + Send,
-        mut conn: PoolConnection<Postgres>,
+        conn: PoolConnection<Postgres>,
     ) -> Result<Vec<Self::Output>, DbError> {
         let inputs: Vec<S::Input> = inputs.collect();
+        Box::pin(self.run_all(inputs, conn)).await
+    }
+}
+
+impl<S: Statement> Runner<S> {
+    async fn run_all(
+        &self,
+        inputs: Vec<S::Input>,
+        mut conn: PoolConnection<Postgres>,
+    ) -> Result<Vec<Result<S::Output, DbError>>, DbError> {
         metrics::histogram!("herald_db_batch_rows").record(inputs.len() as f64);
         match self.statement.run(&mut conn, &inputs).await {
             Ok(outputs) => Ok(outputs.into_iter().map(Ok).collect()),

@@ -55,12 +55,13 @@ pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&
             .into_iter()
             .collect();
     }
-    let data = trigger_data(event);
+    // Made for the first filter only: most triggers have none.
+    let mut data: Option<Value> = None;
     workflows
         .for_event(event.event_type)
         .filter(|w| match &w.trigger.filter {
             None => true,
-            Some(filter) => match filter.evaluate(&data) {
+            Some(filter) => match filter.evaluate(data.get_or_insert_with(|| trigger_data(event))) {
                 Ok(matched) => matched,
                 Err(reason) => {
                     tracing::warn!(workflow = %w.name, event_id = %event.id, reason, "trigger filter failed; not matched");
@@ -106,6 +107,18 @@ pub async fn handle_event(
             .context("create run and stage its first job")?;
         return Ok(started(&run, event, staged));
     }
+    // Boxed: the common case above should not carry this path's larger state.
+    Box::pin(match_in_transaction(pool, workflows, event, matched, reply)).await
+}
+
+/// Several runs, or a reply that may resume a waiting run: one transaction.
+async fn match_in_transaction(
+    pool: &PgPool,
+    workflows: &SharedWorkflows,
+    event: &CloudEvent,
+    matched: Vec<&Workflow>,
+    reply: Option<&str>,
+) -> anyhow::Result<Vec<OutboxRow>> {
     let mut tx = pool.begin().await.context("begin matcher transaction")?;
     let mut rows = Vec::new();
     if let Some(customer) = reply {

@@ -67,6 +67,17 @@ pub async fn execute_job(
     {
         return Ok(outcome);
     }
+    // Boxed: the common case above should not carry this path's larger state.
+    Box::pin(locked_step(services, statements, workflows, job)).await
+}
+
+/// Every case the fast path hands on: the run locked in a transaction (see [`fast_step`]).
+async fn locked_step(
+    services: &Services,
+    statements: &Statements,
+    workflows: &SharedWorkflows,
+    job: Job,
+) -> anyhow::Result<Outcome> {
     let pool = &services.pool;
     // Phase 1: lock the run, check the job is current, record the intent.
     let mut tx = pool.begin().await.context("begin step")?;
@@ -338,7 +349,8 @@ async fn carry_out(
         tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
         return Ok(Outcome::Done(rows));
     }
-    patiently(job, "record the step's outcome", || async {
+    // Boxed: the success above is the common case and should not carry this path's state.
+    Box::pin(patiently(job, "record the step's outcome", || async {
             let mut tx = pool.begin().await.context("begin step outcome")?;
             let current: Option<(i32,)> =
                 sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
@@ -472,7 +484,7 @@ async fn carry_out(
             };
             tx.commit().await.context("commit step outcome")?;
             Ok(Outcome::Done(rows))
-    })
+    }))
     .await
 }
 
@@ -902,7 +914,9 @@ pub async fn consume_loop<F, Fut>(
                         std::future::ready(d.is_ok())
                     })
                     .filter_map(|d| std::future::ready(d.ok()))
-                    .for_each_concurrent(prefetch as usize, &handler)
+                    // Boxed once here rather than moved whole into the set of futures in flight
+                    // (a handler's state runs to kilobytes).
+                    .for_each_concurrent(prefetch as usize, |d| Box::pin(handler(d)))
                     .await;
                 if !shutdown.is_cancelled() {
                     tracing::warn!(role, "lost the broker; reconnecting");
