@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{self, Role},
-    cli::text_message_body,
     config::Config,
     domain::PhoneNumber,
     ingress::signature,
@@ -533,7 +532,7 @@ async fn sink_send(State(sink): State<Arc<Sink>>, body: Bytes) -> impl IntoRespo
 
 struct Generator {
     http: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     run_id: String,
     customers: Vec<PhoneNumber>,
     accepted: AtomicU64,
@@ -565,7 +564,7 @@ impl Generator {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Generator {
             http,
-            url,
+            url: reqwest::Url::parse(&url).context("the webhook URL")?,
             run_id: run_id.to_string(),
             customers,
             accepted: AtomicU64::new(0),
@@ -578,8 +577,7 @@ impl Generator {
         let from = &self.customers[(seq % CUSTOMERS) as usize];
         let text = format!("{MARKER}{seq}");
         let wamid = format!("wamid.bench.{}.{seq}", self.run_id);
-        let body = text_message_body(from, "Bench Customer", &text, SENDER, &wamid);
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let body = Bytes::from(webhook_body(from, &text, &wamid));
         let sig = signature::sign(APP_SECRET.as_bytes(), &body);
         let mut post = Post {
             seq,
@@ -592,7 +590,7 @@ impl Generator {
             let started = Instant::now();
             let response = self
                 .http
-                .post(&self.url)
+                .post(self.url.clone())
                 .header("content-type", "application/json")
                 .header("x-hub-signature-256", &sig)
                 .body(body.clone())
@@ -618,6 +616,91 @@ impl Generator {
         }
         post
     }
+}
+
+/// The webhook Meta sends for one inbound text (the shape of `herald simulate message`'s),
+/// written straight to bytes: the generator shares the machine with Herald and should cost it
+/// little.
+fn webhook_body(from: &PhoneNumber, text: &str, wamid: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        object: &'static str,
+        entry: [Entry<'a>; 1],
+    }
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        id: &'static str,
+        changes: [Change<'a>; 1],
+    }
+    #[derive(Serialize)]
+    struct Change<'a> {
+        field: &'static str,
+        value: ChangeValue<'a>,
+    }
+    #[derive(Serialize)]
+    struct ChangeValue<'a> {
+        messaging_product: &'static str,
+        metadata: Metadata,
+        contacts: [Contact<'a>; 1],
+        messages: [Message<'a>; 1],
+    }
+    #[derive(Serialize)]
+    struct Metadata {
+        display_phone_number: &'static str,
+        phone_number_id: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Contact<'a> {
+        profile: Profile,
+        wa_id: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Profile {
+        name: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Message<'a> {
+        from: &'a str,
+        id: &'a str,
+        timestamp: String,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        text: MessageText<'a>,
+    }
+    #[derive(Serialize)]
+    struct MessageText<'a> {
+        body: &'a str,
+    }
+    let body = Body {
+        object: "whatsapp_business_account",
+        entry: [Entry {
+            id: "sandbox-waba",
+            changes: [Change {
+                field: "messages",
+                value: ChangeValue {
+                    messaging_product: "whatsapp",
+                    metadata: Metadata {
+                        display_phone_number: "15550000000",
+                        phone_number_id: SENDER,
+                    },
+                    contacts: [Contact {
+                        profile: Profile {
+                            name: "Bench Customer",
+                        },
+                        wa_id: from.digits(),
+                    }],
+                    messages: [Message {
+                        from: from.digits(),
+                        id: wamid,
+                        timestamp: chrono::Utc::now().timestamp().to_string(),
+                        kind: "text",
+                        text: MessageText { body: text },
+                    }],
+                },
+            }],
+        }],
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 struct SustainedRun {
@@ -1069,6 +1152,23 @@ fn print_report(r: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generators_webhook_is_the_one_herald_simulate_posts() {
+        let from = PhoneNumber::parse("+491510000057").unwrap();
+        let fast: Value =
+            serde_json::from_slice(&webhook_body(&from, "bench-57", "wamid.x")).unwrap();
+        let mut simulated =
+            crate::cli::text_message_body(&from, "Bench Customer", "bench-57", SENDER, "wamid.x");
+        let stamp = &fast["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"];
+        assert!(
+            stamp.as_str().is_some_and(|t| t.parse::<i64>().is_ok()),
+            "{stamp}"
+        );
+        // Made a moment apart: the second may have turned.
+        simulated["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = stamp.clone();
+        assert_eq!(fast, simulated);
+    }
 
     #[test]
     fn durations_parse_in_seconds_minutes_and_milliseconds() {
