@@ -23,13 +23,14 @@ use axum::{
 };
 use clap::Args;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{self, Role},
+    cli::text_message_body,
     config::Config,
     domain::PhoneNumber,
     ingress::signature,
@@ -123,6 +124,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.rate == 0 || args.max_backlog == 0 {
         bail!("--concurrency, --rate and --max-backlog must be at least 1");
+    }
+    if let Some(path) = &args.latency_samples {
+        // Checked before the run rather than found unwritable after it.
+        std::fs::File::create(path)
+            .with_context(|| format!("--latency-samples: cannot write {}", path.display()))?;
     }
     if std::env::var_os("RUST_LOG").is_none() {
         eprintln!(
@@ -577,7 +583,13 @@ impl Generator {
         let from = &self.customers[(seq % CUSTOMERS) as usize];
         let text = format!("{MARKER}{seq}");
         let wamid = format!("wamid.bench.{}.{seq}", self.run_id);
-        let body = Bytes::from(webhook_body(from, &text, &wamid));
+        let body = Bytes::from(text_message_body(
+            from,
+            "Bench Customer",
+            &text,
+            SENDER,
+            &wamid,
+        ));
         let sig = signature::sign(APP_SECRET.as_bytes(), &body);
         let mut post = Post {
             seq,
@@ -616,91 +628,6 @@ impl Generator {
         }
         post
     }
-}
-
-/// The webhook Meta sends for one inbound text (the shape of `herald simulate message`'s),
-/// written straight to bytes: the generator shares the machine with Herald and should cost it
-/// little.
-fn webhook_body(from: &PhoneNumber, text: &str, wamid: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        object: &'static str,
-        entry: [Entry<'a>; 1],
-    }
-    #[derive(Serialize)]
-    struct Entry<'a> {
-        id: &'static str,
-        changes: [Change<'a>; 1],
-    }
-    #[derive(Serialize)]
-    struct Change<'a> {
-        field: &'static str,
-        value: ChangeValue<'a>,
-    }
-    #[derive(Serialize)]
-    struct ChangeValue<'a> {
-        messaging_product: &'static str,
-        metadata: Metadata,
-        contacts: [Contact<'a>; 1],
-        messages: [Message<'a>; 1],
-    }
-    #[derive(Serialize)]
-    struct Metadata {
-        display_phone_number: &'static str,
-        phone_number_id: &'static str,
-    }
-    #[derive(Serialize)]
-    struct Contact<'a> {
-        profile: Profile,
-        wa_id: &'a str,
-    }
-    #[derive(Serialize)]
-    struct Profile {
-        name: &'static str,
-    }
-    #[derive(Serialize)]
-    struct Message<'a> {
-        from: &'a str,
-        id: &'a str,
-        timestamp: String,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        text: MessageText<'a>,
-    }
-    #[derive(Serialize)]
-    struct MessageText<'a> {
-        body: &'a str,
-    }
-    let body = Body {
-        object: "whatsapp_business_account",
-        entry: [Entry {
-            id: "sandbox-waba",
-            changes: [Change {
-                field: "messages",
-                value: ChangeValue {
-                    messaging_product: "whatsapp",
-                    metadata: Metadata {
-                        display_phone_number: "15550000000",
-                        phone_number_id: SENDER,
-                    },
-                    contacts: [Contact {
-                        profile: Profile {
-                            name: "Bench Customer",
-                        },
-                        wa_id: from.digits(),
-                    }],
-                    messages: [Message {
-                        from: from.digits(),
-                        id: wamid,
-                        timestamp: chrono::Utc::now().timestamp().to_string(),
-                        kind: "text",
-                        text: MessageText { body: text },
-                    }],
-                },
-            }],
-        }],
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 struct SustainedRun {
@@ -756,20 +683,6 @@ async fn throughput_phase(
         posts.extend(t.await.context("a poster task failed")?);
     }
     let posting_done = Instant::now();
-    if let Some(path) = &args.latency_samples {
-        let lines: Vec<String> = posts
-            .iter()
-            .map(|p| {
-                format!(
-                    "{:.1} {:.2}\n",
-                    ms(p.origin.saturating_duration_since(start)),
-                    p.answer.map_or(-1.0, ms)
-                )
-            })
-            .collect();
-        std::fs::write(path, lines.concat())
-            .with_context(|| format!("write {}", path.display()))?;
-    }
     let accepted = generator.accepted.load(Ordering::Acquire) - accepted_before;
     let drain = drain(sink, sent_before + accepted, posting_done).await;
     posts.sort_by_key(|p| p.seq);
@@ -781,6 +694,22 @@ async fn throughput_phase(
         window: args.duration - warmup,
         drain,
     })
+}
+
+/// `--latency-samples`: one line per webhook, in the order they were due: when it was due (ms
+/// after `start`) and its answer time in ms (-1: no answer).
+fn write_samples(path: &std::path::Path, posts: &[Post], start: Instant) -> anyhow::Result<()> {
+    let lines: Vec<String> = posts
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.1} {:.2}\n",
+                ms(p.origin.saturating_duration_since(start)),
+                p.answer.map_or(-1.0, ms)
+            )
+        })
+        .collect();
+    std::fs::write(path, lines.concat()).with_context(|| format!("write {}", path.display()))
 }
 
 struct LatencyRun {
@@ -819,18 +748,7 @@ async fn latency_phase(
     }
     let posting_done = Instant::now();
     if let Some(path) = &args.latency_samples {
-        let lines: Vec<String> = posts
-            .iter()
-            .map(|p| {
-                format!(
-                    "{:.1} {:.2}\n",
-                    ms(p.origin.saturating_duration_since(start)),
-                    p.answer.map_or(-1.0, ms)
-                )
-            })
-            .collect();
-        std::fs::write(path, lines.concat())
-            .with_context(|| format!("write {}", path.display()))?;
+        write_samples(path, &posts, start)?;
     }
     let accepted = generator.accepted.load(Ordering::Acquire) - accepted_before;
     let drain = drain(sink, sent_before + accepted, posting_done).await;
@@ -1017,16 +935,15 @@ struct DeliveryReport {
 /// a webhook-sized body). A shared machine's speed changes with its neighbours' load; two runs'
 /// figures compare only at similar speeds.
 fn cpu_check() -> Duration {
-    let body = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "100000000000042"},
-            "contacts": [{"profile": {"name": "Bench Customer"}, "wa_id": "491510000057"}],
-            "messages": [{"from": "491510000057", "id": "wamid.bench.0123456789abcdef.57",
-                          "timestamp": "1764900000", "type": "text", "text": {"body": "bench-57"}}]
-        }}]}]
-    });
+    let from = PhoneNumber::parse("+491510000057").unwrap_or_else(|_| unreachable!());
+    let body: Value = serde_json::from_slice(&text_message_body(
+        &from,
+        "Bench Customer",
+        "bench-57",
+        SENDER,
+        "wamid.bench.0123456789abcdef.57",
+    ))
+    .unwrap_or(Value::Null);
     let start = Instant::now();
     for _ in 0..20_000 {
         let bytes = serde_json::to_vec(std::hint::black_box(&body)).unwrap_or_default();
@@ -1151,23 +1068,40 @@ fn print_report(r: &Report) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn the_generators_webhook_is_the_one_herald_simulate_posts() {
+    fn the_generators_webhook_is_a_cloud_api_text_message() {
         let from = PhoneNumber::parse("+491510000057").unwrap();
-        let fast: Value =
-            serde_json::from_slice(&webhook_body(&from, "bench-57", "wamid.x")).unwrap();
-        let mut simulated =
-            crate::cli::text_message_body(&from, "Bench Customer", "bench-57", SENDER, "wamid.x");
-        let stamp = &fast["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"];
+        let body: Value = serde_json::from_slice(&text_message_body(
+            &from,
+            "Bench Customer",
+            "bench-57",
+            SENDER,
+            "wamid.x",
+        ))
+        .unwrap();
+        let value = &body["entry"][0]["changes"][0]["value"];
+        let stamp = value["messages"][0]["timestamp"].clone();
         assert!(
             stamp.as_str().is_some_and(|t| t.parse::<i64>().is_ok()),
             "{stamp}"
         );
-        // Made a moment apart: the second may have turned.
-        simulated["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = stamp.clone();
-        assert_eq!(fast, simulated);
+        assert_eq!(
+            body,
+            json!({
+                "object": "whatsapp_business_account",
+                "entry": [{"id": "sandbox-waba", "changes": [{"field": "messages", "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550000000", "phone_number_id": SENDER},
+                    "contacts": [{"profile": {"name": "Bench Customer"}, "wa_id": "491510000057"}],
+                    "messages": [{"from": "491510000057", "id": "wamid.x", "timestamp": stamp,
+                                  "type": "text", "text": {"body": "bench-57"}}]
+                }}]}]
+            })
+        );
     }
 
     #[test]

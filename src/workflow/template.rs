@@ -35,8 +35,8 @@ struct Parsed {
 #[derive(Clone, Debug, PartialEq)]
 enum Part {
     Literal(String),
-    /// A dotted path (`trigger.text`), split at the dots.
-    Variable(String, Vec<String>),
+    /// A dotted path (`trigger.text`).
+    Variable(String),
 }
 
 /// Splits `source` into literal text and plain variables, or `None` when it holds anything
@@ -55,8 +55,7 @@ fn plain_parts(source: &str) -> Option<Vec<Part>> {
         let after = &rest[open + 2..];
         let close = after.find("}}")?;
         let path = after[..close].trim();
-        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
-        let identifier = |s: &String| {
+        let identifier = |s: &str| {
             let mut chars = s.chars();
             chars
                 .next()
@@ -64,10 +63,11 @@ fn plain_parts(source: &str) -> Option<Vec<Part>> {
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
         let literal = ["true", "false", "none", "True", "False", "None"];
-        if !segments.iter().all(identifier) || literal.contains(&segments[0].as_str()) {
+        let first = path.split('.').next().unwrap_or_default();
+        if !path.split('.').all(identifier) || literal.contains(&first) {
             return None;
         }
-        parts.push(Part::Variable(path.to_string(), segments));
+        parts.push(Part::Variable(path.to_string()));
         rest = &after[close + 2..];
     }
     if !rest.is_empty() {
@@ -135,13 +135,9 @@ impl Text {
         for part in parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Variable(path, segments) => {
-                    let mut current = Some(data);
-                    for segment in segments {
-                        current = current.and_then(|v| v.get(segment.as_str()));
-                    }
-                    match current {
-                        None | Some(serde_json::Value::Null) => {
+                Part::Variable(path) => {
+                    match lookup(data, path) {
+                        None => {
                             // The first missing one in the order the engine's error names it.
                             let missing = self
                                 .parsed

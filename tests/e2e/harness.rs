@@ -347,14 +347,7 @@ pub async fn settle() {
 /// A signed-webhook body: one inbound text message from `from` (E.164) to [`SENDER`].
 pub fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
     let phone = herald::domain::PhoneNumber::parse(from).expect("E.164 test number");
-    serde_json::to_vec(&herald::cli::text_message_body(
-        &phone,
-        "Ana Souza",
-        text,
-        SENDER,
-        wamid,
-    ))
-    .expect("serialise body")
+    herald::cli::text_message_body(&phone, "Ana Souza", text, SENDER, wamid)
 }
 
 /// How many runs have `status`.

@@ -29,10 +29,7 @@ fn herald() -> Command {
 
 fn body(from: &str, wamid: &str) -> Vec<u8> {
     let phone = herald::domain::PhoneNumber::parse(from).unwrap();
-    serde_json::to_vec(&herald::cli::text_message_body(
-        &phone, "Ana", "hello", SENDER, wamid,
-    ))
-    .unwrap()
+    herald::cli::text_message_body(&phone, "Ana", "hello", SENDER, wamid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,4 +357,26 @@ async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
         lines.windows(2).all(|w| w[0][0] < w[1][0]),
         "in the order they were due"
     );
+}
+
+/// A `--latency-samples` file that cannot be written stops the bench at once, naming it, before
+/// any database or run is made.
+#[test]
+fn herald_bench_refuses_an_unwritable_samples_file_before_it_starts() {
+    let out = herald()
+        .args([
+            "bench",
+            "--latency-samples",
+            "/nonexistent-herald-dir/samples.txt",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run herald bench");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--latency-samples: cannot write /nonexistent-herald-dir/samples.txt"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("phase 1/2"), "{stderr}");
 }

@@ -16,7 +16,7 @@ const CUSTOMER: &str = "+4915112345678";
 
 fn text_body(text: &str, wamid: &str) -> Vec<u8> {
     let phone = PhoneNumber::parse(CUSTOMER).unwrap();
-    serde_json::to_vec(&text_message_body(&phone, "Ana", text, SENDER, wamid)).unwrap()
+    text_message_body(&phone, "Ana", text, SENDER, wamid)
 }
 
 /// A workflow text with `{base}` replaced (the fake's port is only known at run time).
