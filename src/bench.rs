@@ -398,6 +398,7 @@ async fn phases(
     Ok(Report {
         machine: machine(),
         cpu_check_ms: [ms(cpu_before), ms(cpu_after)],
+        targets: targets(&throughput, &latency_report),
         throughput,
         latency: latency_report,
         delivery,
@@ -864,12 +865,79 @@ struct Report {
     machine: Machine,
     /// [`cpu_check`] before the first phase and after the last.
     cpu_check_ms: [f64; 2],
+    /// The first targets, each judged against this run's figures.
+    targets: Vec<TargetCheck>,
     throughput: ThroughputReport,
     latency: LatencyReport,
     delivery: DeliveryReport,
     peak_rss_mib: Option<f64>,
     peak_rss_note: &'static str,
     ok: bool,
+}
+
+/// One first target: what it asks, what this run measured and whether it was met. `met` is
+/// `None` when the run was not made the way the target is stated (a shorter throughput phase,
+/// another offered rate), so the figure says nothing about it.
+#[derive(Debug, Serialize)]
+struct TargetCheck {
+    target: &'static str,
+    measured: f64,
+    unit: &'static str,
+    met: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_judged: Option<&'static str>,
+}
+
+/// The first targets on the 2-core machine: at least 2,000 events/s end to end, sustained for
+/// 60 s with nothing lost; webhook p99 under 20 ms and webhook-to-send p99 under 100 ms at 500
+/// events/s offered.
+fn targets(t: &ThroughputReport, l: &LatencyReport) -> Vec<TargetCheck> {
+    let judge = |applies: bool, met: bool, why: &'static str| {
+        if applies {
+            (Some(met), None)
+        } else {
+            (None, Some(why))
+        }
+    };
+    let sustained = judge(
+        t.duration_s >= 60.0,
+        t.events_per_s >= 2000.0 && t.lost == 0 && t.duplicated == 0,
+        "needs a throughput phase of 60 s or more (--duration)",
+    );
+    let at_500 = "needs the latency phase at 500 events/s offered (--rate 500)";
+    let answer = judge(
+        l.offered_rate == 500,
+        l.webhook_answer_ms.count > 0 && l.webhook_answer_ms.p99 < 20.0,
+        at_500,
+    );
+    let to_send = judge(
+        l.offered_rate == 500,
+        l.webhook_to_send_ms.count > 0 && l.lost == 0 && l.webhook_to_send_ms.p99 < 100.0,
+        at_500,
+    );
+    vec![
+        TargetCheck {
+            target: "end to end >= 2000 events/s sustained for 60 s, nothing lost",
+            measured: t.events_per_s,
+            unit: "events/s",
+            met: sustained.0,
+            not_judged: sustained.1,
+        },
+        TargetCheck {
+            target: "webhook answer p99 < 20 ms at 500 events/s",
+            measured: l.webhook_answer_ms.p99,
+            unit: "ms",
+            met: answer.0,
+            not_judged: answer.1,
+        },
+        TargetCheck {
+            target: "webhook -> send p99 < 100 ms at 500 events/s",
+            measured: l.webhook_to_send_ms.p99,
+            unit: "ms",
+            met: to_send.0,
+            not_judged: to_send.1,
+        },
+    ]
 }
 
 #[derive(Debug, Serialize)]
@@ -1058,6 +1126,18 @@ fn print_report(r: &Report) {
         Some(mib) => println!("4. peak RSS {mib:.1} MiB ({})", r.peak_rss_note),
         None => println!("4. peak RSS unavailable (no /proc/self/status)"),
     }
+    println!("5. first targets (2 cores)");
+    for c in &r.targets {
+        let verdict = match (c.met, c.not_judged) {
+            (Some(true), _) => "met".to_string(),
+            (Some(false), _) => "MISSED".to_string(),
+            (None, why) => format!("not judged: {}", why.unwrap_or("")),
+        };
+        println!(
+            "   {:<62} {:>8.1} {:<8} {verdict}",
+            c.target, c.measured, c.unit
+        );
+    }
     println!();
     if r.ok {
         println!("OK: every accepted webhook produced exactly one send, to its customer");
@@ -1121,6 +1201,98 @@ mod tests {
         let p = Percentiles::of(values);
         assert_eq!((p.count, p.p50, p.p99, p.max), (100, 50.0, 99.0, 100.0));
         assert_eq!(Percentiles::of(Vec::new()).count, 0);
+    }
+
+    fn figures(
+        duration_s: f64,
+        per_s: f64,
+        rate: u32,
+        answer_p99: f64,
+        send_p99: f64,
+    ) -> (ThroughputReport, LatencyReport) {
+        let p99 = |v: f64| Percentiles {
+            count: 100,
+            p50: v / 2.0,
+            p99: v,
+            max: v * 2.0,
+        };
+        let t = ThroughputReport {
+            duration_s,
+            warmup_s: 5.0,
+            concurrency: 256,
+            max_backlog: 2000,
+            events_per_s: per_s,
+            webhooks_accepted_per_s: per_s,
+            webhook_answer_ms: p99(40.0),
+            webhook_to_send_ms: p99(700.0),
+            posted: 100,
+            accepted: 100,
+            lost: 0,
+            duplicated: 0,
+            drain_s: 0.1,
+        };
+        let l = LatencyReport {
+            offered_rate: rate,
+            duration_s: 30.0,
+            webhook_answer_ms: p99(answer_p99),
+            webhook_to_send_ms: p99(send_p99),
+            generator_max_lag_ms: 1.0,
+            posted: 100,
+            accepted: 100,
+            lost: 0,
+            duplicated: 0,
+            drain_s: 0.1,
+        };
+        (t, l)
+    }
+
+    fn verdicts(checks: &[TargetCheck]) -> Vec<Option<bool>> {
+        checks.iter().map(|c| c.met).collect()
+    }
+
+    #[test]
+    fn targets_are_judged_against_the_figures_of_a_run_made_as_they_are_stated() {
+        let (t, l) = figures(60.0, 2888.3, 500, 17.2, 42.8);
+        let checks = targets(&t, &l);
+        assert_eq!(verdicts(&checks), [Some(true); 3]);
+        assert_eq!(checks[0].measured, 2888.3);
+        assert!(checks.iter().all(|c| c.not_judged.is_none()));
+
+        let (t, l) = figures(60.0, 1999.9, 500, 20.0, 100.0);
+        assert_eq!(verdicts(&targets(&t, &l)), [Some(false); 3]);
+
+        // Nothing lost is part of the throughput target, however fast the run.
+        let (mut t, l) = figures(60.0, 2500.0, 500, 5.0, 10.0);
+        t.lost = 1;
+        assert_eq!(
+            verdicts(&targets(&t, &l)),
+            [Some(false), Some(true), Some(true)]
+        );
+        let (t, mut l) = figures(60.0, 2500.0, 500, 5.0, 10.0);
+        l.lost = 1;
+        assert_eq!(
+            verdicts(&targets(&t, &l)),
+            [Some(true), Some(true), Some(false)]
+        );
+        l.lost = 0;
+        // A phase with no answers at all meets no latency target.
+        l.webhook_answer_ms = Percentiles::default();
+        l.webhook_to_send_ms = Percentiles::default();
+        assert_eq!(
+            verdicts(&targets(&t, &l)),
+            [Some(true), Some(false), Some(false)]
+        );
+    }
+
+    #[test]
+    fn targets_of_a_run_made_otherwise_are_not_judged() {
+        let (t, l) = figures(4.0, 2500.0, 50, 5.0, 10.0);
+        let checks = targets(&t, &l);
+        assert_eq!(verdicts(&checks), [None; 3]);
+        assert!(checks[0].not_judged.unwrap().contains("--duration"));
+        assert!(checks[1].not_judged.unwrap().contains("--rate 500"));
+        let (t, l) = figures(120.0, 2500.0, 400, 5.0, 10.0);
+        assert_eq!(verdicts(&targets(&t, &l)), [Some(true), None, None]);
     }
 
     #[test]

@@ -329,6 +329,19 @@ async fn herald_bench_runs_a_short_pass_and_finds_every_webhook_sent_once() {
     assert_eq!(delivery["lost"], 0);
     assert_eq!(delivery["duplicated"], 0);
     assert!(report["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+    // A 4 s run at 50/s is not made as the first targets are stated: listed, not judged.
+    let targets = report["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 3, "{report:#}");
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["met"].is_null() && t["not_judged"].is_string()),
+        "{report:#}"
+    );
+    assert_eq!(
+        targets[0]["measured"], report["throughput"]["events_per_s"],
+        "{report:#}"
+    );
     let checks = report["cpu_check_ms"].as_array().expect("cpu_check_ms");
     assert_eq!(checks.len(), 2);
     assert!(
