@@ -46,6 +46,14 @@ fn plain_parts(source: &str) -> Option<Vec<Part>> {
     if source.contains("{%") || source.contains("{#") || source.ends_with('\n') {
         return None;
     }
+    let identifier = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let literal = ["true", "false", "none", "True", "False", "None"];
     let mut parts = Vec::new();
     let mut rest = source;
     while let Some(open) = rest.find("{{") {
@@ -55,14 +63,6 @@ fn plain_parts(source: &str) -> Option<Vec<Part>> {
         let after = &rest[open + 2..];
         let close = after.find("}}")?;
         let path = after[..close].trim();
-        let identifier = |s: &str| {
-            let mut chars = s.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
-        let literal = ["true", "false", "none", "True", "False", "None"];
         let first = path.split('.').next().unwrap_or_default();
         if !path.split('.').all(identifier) || literal.contains(&first) {
             return None;

@@ -480,6 +480,20 @@ async fn events_are_published_as_cloudevents_with_type_and_sender_in_the_routing
         )
         .await
         .unwrap();
+    // The first message also opens a conversation: that event comes from the statement's other
+    // branch (the further events of a message).
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            format!("{}.events", app.names_prefix()).as_str().into(),
+            format!("whatsapp.conversation_started.{SENDER}")
+                .as_str()
+                .into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -498,11 +512,24 @@ async fn events_are_published_as_cloudevents_with_type_and_sender_in_the_routing
             .status(),
         200
     );
-    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-        .await
-        .expect("an event")
-        .unwrap()
-        .unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        deliveries.push(d);
+    }
+    let received_key = format!("whatsapp.message_received.{SENDER}");
+    let (received, started): (Vec<_>, Vec<_>) = deliveries
+        .into_iter()
+        .partition(|d| d.routing_key.as_str() == received_key);
+    let (Ok([delivery]), Ok([started])) =
+        (<[_; 1]>::try_from(received), <[_; 1]>::try_from(started))
+    else {
+        panic!("one message_received and one conversation_started on the bus");
+    };
     assert_eq!(
         delivery.routing_key.as_str(),
         format!("whatsapp.message_received.{SENDER}")
@@ -523,6 +550,19 @@ async fn events_are_published_as_cloudevents_with_type_and_sender_in_the_routing
             .await
             .unwrap();
     assert_eq!(event, stored);
+    let started: Value = serde_json::from_slice(&started.data).unwrap();
+    assert_eq!(started["type"], "whatsapp.conversation_started");
+    assert_eq!(
+        started["data"]["conversation_id"],
+        event["data"]["conversation_id"]
+    );
+    let stored: Value = sqlx::query_scalar(
+        "SELECT cloudevent FROM events WHERE type = 'whatsapp.conversation_started'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(started, stored);
     let _ = conn.close(200, "done".into()).await;
     app.cleanup().await;
 }
