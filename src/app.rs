@@ -181,7 +181,7 @@ pub async fn start(
         ));
     }
     // The run-time template catalog: templates.yaml now, Meta's list when credentials allow.
-    let catalog = crate::workflow::catalog::Catalog::load(&config.templates_file)
+    let catalog = crate::templates::catalog::Catalog::load(&config.templates_file)
         .map_err(|e| anyhow::anyhow!(e))?;
     crate::templates::seed_from_config(&pool, catalog.as_ref())
         .await
@@ -228,7 +228,7 @@ pub async fn start(
                 outbound.clone(),
             ),
             http: outbound,
-            retry: crate::steps::RetryPolicy {
+            retry: crate::failure::RetryPolicy {
                 attempts: config.retry_attempts,
                 wait: crate::domain::HumanDuration::from(config.retry_wait),
             },

@@ -403,7 +403,8 @@ pub fn load_workflows(
     dir: &std::path::Path,
     templates: &std::path::Path,
 ) -> anyhow::Result<workflow::Workflows> {
-    let catalog = workflow::catalog::Catalog::load(templates).map_err(|e| anyhow::anyhow!(e))?;
+    let catalog =
+        crate::templates::catalog::Catalog::load(templates).map_err(|e| anyhow::anyhow!(e))?;
     workflow::load_dir_with(dir, catalog.as_ref()).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!(

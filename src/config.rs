@@ -103,7 +103,7 @@ pub struct Config {
     /// (`HERALD_SENDERS`, `senders.yaml`), the longest a send sleeps for its slot before it is
     /// deferred (`HERALD_PACING_MAX_WAIT` 3s), and how often an offline sender is probed
     /// (`HERALD_SENDER_RECHECK` 5m).
-    pub sender_rate: crate::senders::Rate,
+    pub sender_rate: crate::domain::Rate,
     pub recipient_gap: Duration,
     pub recipient_burst: u32,
     pub senders_file: PathBuf,
@@ -263,8 +263,8 @@ impl Config {
                     .max(Duration::from_secs(1)),
             },
             sender_rate: match var("HERALD_SENDER_RATE") {
-                None => crate::senders::Rate::try_from(80.0).map_err(anyhow::Error::msg)?,
-                Some(v) => crate::senders::Rate::parse(&v)
+                None => crate::domain::Rate::try_from(80.0).map_err(anyhow::Error::msg)?,
+                Some(v) => crate::domain::Rate::parse(&v)
                     .map_err(|e| anyhow::anyhow!("HERALD_SENDER_RATE: {e}"))?,
             },
             recipient_gap: duration("HERALD_RECIPIENT_GAP", Duration::from_secs(6))?,

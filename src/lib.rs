@@ -5,26 +5,37 @@
 //!   -> jobs queue -> worker (one step at a time) -> steps -> providers (Graph API, sandbox)
 //! ```
 //! PostgreSQL is the system of record; RabbitMQ carries events and jobs between roles.
+//!
+//! Modules are declared bottom-up: each imports only modules above it in this list
+//! (`tests/module_graph.rs` keeps it so).
 
-pub mod api;
-pub mod app;
-pub mod bench;
-pub mod bus;
-pub mod cli;
-pub mod config;
-pub mod contacts;
-pub mod db;
-pub mod dispatch;
+// Values and rules, no I/O.
 pub mod domain;
+pub mod expr;
+pub mod failure;
+pub mod config;
+pub mod telemetry;
+// Where roles meet: PostgreSQL and RabbitMQ.
+pub mod db;
+pub mod bus;
 pub mod events;
+// Outside APIs and the state the steps read.
+pub mod providers;
+pub mod templates;
+pub mod contacts;
+pub mod senders;
+// Workflows and their runs.
+pub mod steps;
+pub mod workflow;
+pub mod runs;
+// The stages, in the order data flows.
 pub mod ingress;
 pub mod matcher;
-pub mod providers;
-pub mod runs;
-pub mod schedules;
-pub mod senders;
-pub mod steps;
-pub mod telemetry;
-pub mod templates;
 pub mod worker;
-pub mod workflow;
+pub mod dispatch;
+pub mod schedules;
+// The faces: the HTTP API, the process, the command line.
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod bench;

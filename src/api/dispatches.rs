@@ -17,7 +17,7 @@ use crate::{
         self, Action, CONTACT_STATES, Dispatch, DispatchContact, DispatchError, NewDispatch,
         Source, Target,
     },
-    workflow::Condition,
+    expr::Condition,
 };
 
 /// Start `workflow` for the numbers in `to`, or for every contact of `group`.

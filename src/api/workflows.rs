@@ -87,7 +87,7 @@ async fn show(
 }
 
 async fn validate(State(s): State<ApiState>, body: String) -> Json<ValidationView> {
-    let catalog = workflow::catalog::Catalog::load(&s.config.templates_file)
+    let catalog = crate::templates::catalog::Catalog::load(&s.config.templates_file)
         .ok()
         .flatten();
     let file = std::path::Path::new("request.yaml");

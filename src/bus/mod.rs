@@ -17,6 +17,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, QueueType};
 
@@ -387,4 +388,52 @@ impl Bus {
             let _ = bounded(CLOSE_TIMEOUT, "close", close).await;
         }
     }
+}
+
+/// Consumes `queue` until shutdown, handling up to `prefetch` deliveries at once, and
+/// reconnecting when the broker goes away. On shutdown it stops taking deliveries and
+/// finishes those it holds.
+pub async fn consume_loop<F, Fut>(
+    bus: &Bus,
+    queue: &str,
+    prefetch: u16,
+    role: &str,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let tag = format!("{role}-{}", uuid::Uuid::now_v7().simple());
+    while !shutdown.is_cancelled() {
+        match bus.consume(queue, prefetch, &tag).await {
+            Ok(stream) => {
+                tracing::info!(role, queue, prefetch, "consuming");
+                // The first error ends the stream: after a connection error lapin's consumer
+                // may yield nothing more, yet not end, and this loop would never reconnect.
+                stream
+                    .take_until(shutdown.cancelled())
+                    .take_while(|d| {
+                        if let Err(e) = d {
+                            tracing::warn!(role, error = %e, "consumer error");
+                        }
+                        std::future::ready(d.is_ok())
+                    })
+                    .filter_map(|d| std::future::ready(d.ok()))
+                    // Boxed once here rather than moved whole into the set of futures in flight
+                    // (a handler's state runs to kilobytes).
+                    .for_each_concurrent(prefetch as usize, |d| Box::pin(handler(d)))
+                    .await;
+                if !shutdown.is_cancelled() {
+                    tracing::warn!(role, "lost the broker; reconnecting");
+                }
+            }
+            Err(e) => tracing::warn!(role, error = %e, "cannot consume; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!(role, "stopped consuming");
 }

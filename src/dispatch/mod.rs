@@ -23,7 +23,7 @@ use crate::{
     },
     domain::{CloudEvent, EventType, PhoneNumber},
     events,
-    workflow::{Condition, Workflows},
+    {expr::Condition, workflow::Workflows},
 };
 
 /// Who gets a run.

@@ -99,6 +99,30 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
+    /// The data a trigger filter and a run's steps see: `trigger` (the event's data) and `event`
+    /// (its envelope).
+    pub fn trigger_data(&self) -> serde_json::Value {
+        serde_json::json!({"trigger": self.data, "event": self.envelope()})
+    }
+
+    /// The same as [`CloudEvent::trigger_data`], taking the event's data instead of copying it.
+    pub fn into_trigger_data(self) -> serde_json::Value {
+        let envelope = self.envelope();
+        serde_json::json!({"trigger": self.data, "event": envelope})
+    }
+
+    /// The event's attributes besides its data.
+    fn envelope(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.event_type,
+            "source": self.source,
+            "time": self.time,
+            "sender_id": self.senderid,
+            "subject": self.subject,
+        })
+    }
+
     pub fn new(
         event_type: EventType,
         source: String,

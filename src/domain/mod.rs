@@ -4,6 +4,7 @@ mod duration;
 mod event;
 mod opt_out;
 mod phone;
+mod rate;
 mod schedule;
 mod template;
 
@@ -11,6 +12,7 @@ pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
 pub use opt_out::{OptOutChange, OptOutKeywords};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
+pub use rate::Rate;
 pub use schedule::{CronExpr, TimeZone};
 pub use template::{LanguageCode, TemplateName};
 

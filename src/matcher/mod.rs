@@ -20,29 +20,6 @@ use crate::{
     workflow::{SharedWorkflows, Workflow},
 };
 
-/// The data a trigger filter sees: `trigger` (the event's data) and `event` (its envelope).
-pub fn trigger_data(event: &CloudEvent) -> Value {
-    json!({"trigger": event.data, "event": envelope(event)})
-}
-
-/// The same as [`trigger_data`], taking the event's data instead of copying it.
-pub fn into_trigger_data(event: CloudEvent) -> Value {
-    let envelope = envelope(&event);
-    json!({"trigger": event.data, "event": envelope})
-}
-
-/// The event's attributes besides its data.
-fn envelope(event: &CloudEvent) -> Value {
-    json!({
-        "id": event.id,
-        "type": event.event_type,
-        "source": event.source,
-        "time": event.time,
-        "sender_id": event.senderid,
-        "subject": event.subject,
-    })
-}
-
 /// The enabled workflows whose trigger matches `event`. Pure; a filter that fails to evaluate
 /// does not match (and is logged).
 pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&'a Workflow> {
@@ -61,7 +38,7 @@ pub fn matching<'a>(workflows: &'a SharedWorkflows, event: &CloudEvent) -> Vec<&
         .for_event(event.event_type)
         .filter(|w| match &w.trigger.filter {
             None => true,
-            Some(filter) => match filter.evaluate(data.get_or_insert_with(|| trigger_data(event))) {
+            Some(filter) => match filter.evaluate(data.get_or_insert_with(|| event.trigger_data())) {
                 Ok(matched) => matched,
                 Err(reason) => {
                     tracing::warn!(workflow = %w.name, event_id = %event.id, reason, "trigger filter failed; not matched");
@@ -412,7 +389,7 @@ pub async fn run(
 ) {
     let queue = bus.names().matcher_queue.clone();
     let create_runs = Batched::new("matcher.create_runs", pool.clone(), CreateRuns);
-    crate::worker::consume_loop(&bus, &queue, prefetch, "matcher", shutdown, |d| {
+    crate::bus::consume_loop(&bus, &queue, prefetch, "matcher", shutdown, |d| {
         let (pool, bus, workflows) = (pool.clone(), bus.clone(), workflows.clone());
         let create_runs = create_runs.clone();
         async move { handle_delivery(&pool, &create_runs, &bus, &workflows, d).await }

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{config::Secret, steps::ErrorClass};
+use crate::{config::Secret, failure::ErrorClass};
 
 /// Default timeout of one chat-completions call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -9,7 +9,7 @@ use std::{fmt, time::Duration};
 
 use serde_json::json;
 
-use crate::{config::Secret, steps::ErrorClass};
+use crate::{config::Secret, failure::ErrorClass};
 
 /// How long one webhook call may take.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);

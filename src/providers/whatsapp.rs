@@ -7,7 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{config::Secret, domain::PhoneNumber, steps::ErrorClass};
+use crate::{
+    config::Secret,
+    domain::PhoneNumber,
+    failure::{ErrorClass, StepError},
+};
 
 /// A message to send, in Herald's terms.
 #[derive(Clone, Debug, Serialize)]
@@ -167,6 +171,18 @@ pub struct SendError {
     pub message: String,
     /// Seconds the provider asked us to wait (Retry-After), if any.
     pub retry_after: Option<Duration>,
+}
+
+impl From<SendError> for StepError {
+    fn from(e: SendError) -> Self {
+        StepError::from_provider(
+            e.class,
+            format!("{}: {}", e.class, e.message),
+            e.http_status,
+            e.code,
+            e.retry_after,
+        )
+    }
 }
 
 /// Sends through the Graph API, or records in the sandbox when no access token is configured.

@@ -27,7 +27,7 @@ pub struct Job {
 /// keeps only the latter, so that the row every step rewrites stays small; rows written by
 /// earlier versions also hold a copy of the former, which is the same.
 pub fn run_data(event: crate::domain::CloudEvent, own: Value) -> Value {
-    let mut data = crate::matcher::into_trigger_data(event);
+    let mut data = event.into_trigger_data();
     if let (Some(data), Value::Object(own)) = (data.as_object_mut(), own) {
         data.extend(own);
     }
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(data["event"]["sender_id"], "1");
         assert_eq!(data["steps"]["greet"]["wamid"], "wamid.1");
         assert_eq!(data, {
-            let mut expected = crate::matcher::trigger_data(&event);
+            let mut expected = event.trigger_data();
             expected["steps"] = json!({"greet": {"wamid": "wamid.1"}});
             expected
         });

@@ -16,10 +16,10 @@ use sqlx::PgPool;
 
 use crate::{
     domain::PhoneNumber,
+    failure::{ErrorClass, StepError},
     providers::whatsapp::{Receipt, WhatsApp},
-    steps::{ErrorClass, StepError},
 };
-pub use pacing::{Limit, Limits, Rate, Reservation, SendersConfig};
+pub use pacing::{Limit, Limits, Reservation, SendersConfig};
 
 /// Statuses in which a sender cannot send (fail fast, before Meta).
 pub const OFFLINE_STATUSES: &[&str] = &["offline", "disconnected", "restricted"];
@@ -71,7 +71,7 @@ impl Senders {
             limit: self.limits.for_sender(sender),
         };
         let reservation = self.reserve.run(request_slot).await.map_err(|e| {
-            crate::steps::database_away(&format!("reserving a send slot for sender {sender}"), &e)
+            crate::failure::database_away(&format!("reserving a send slot for sender {sender}"), &e)
         })?;
         let probe = match reservation {
             Reservation::Offline { status, detail } => {

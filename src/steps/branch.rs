@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ErrorClass, Next, Step, StepContext, StepError, StepKind, StepOutput};
-use crate::workflow::Condition;
+use crate::expr::Condition;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ErrorClass, Next, Step, StepContext, StepError, StepOutput};
-use crate::{domain::HumanDuration, workflow::Text};
+use crate::{domain::HumanDuration, expr::Text};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

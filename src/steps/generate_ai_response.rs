@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
 use crate::{
+    expr::Text,
     providers::llm::{Assistant, Assistants, ChatMessage, LlmError, Role},
-    workflow::Text,
 };
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -255,15 +255,13 @@ async fn store_turn(
 
 impl From<LlmError> for StepError {
     fn from(e: LlmError) -> Self {
-        StepError {
-            class: e.class,
-            message: format!("{}: {}", e.class, e.message),
-            provider_code: None,
-            http_status: e.http_status,
-            retry_after: e.retry_after,
-            permanent: false,
-            deferred: false,
-        }
+        StepError::from_provider(
+            e.class,
+            format!("{}: {}", e.class, e.message),
+            e.http_status,
+            None,
+            e.retry_after,
+        )
     }
 }
 

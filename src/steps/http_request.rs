@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
 use crate::{
+    expr::{RenderError, Text},
     providers::notify::retry_after,
-    workflow::{Text, template::RenderError},
 };
 
 /// The most of a response body that is read; the rest is dropped (`truncated: true`).
@@ -534,12 +534,14 @@ fn check_status(
     } else {
         ErrorClass::ProviderError
     };
-    let mut error = StepError::new(class, message);
-    error.http_status = Some(status);
-    if status == 429 {
-        error.retry_after = answer.retry_after;
-    }
-    Err(error)
+    let retry_after = answer.retry_after.filter(|_| status == 429);
+    Err(StepError::from_provider(
+        class,
+        message,
+        Some(status),
+        None,
+        retry_after,
+    ))
 }
 
 fn timed_out(target: &str, timeout: Duration) -> StepError {
@@ -762,7 +764,7 @@ mod tests {
         assert!(check_status(&ok, true, Method::Get, "x/").is_ok());
         let limited = check_status(&answer(429, ""), false, Method::Get, "x/").unwrap_err();
         assert_eq!(limited.class, ErrorClass::RateLimited);
-        assert_eq!(limited.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
         let down = check_status(&answer(503, "down"), false, Method::Get, "x/").unwrap_err();
         assert_eq!(
             (down.class, down.http_status),

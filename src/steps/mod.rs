@@ -15,7 +15,9 @@ pub mod send_text;
 pub mod update_contact;
 pub mod wait_for_response;
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
+
+use crate::failure::{ErrorClass, RetryPolicy, StepError};
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -25,174 +27,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    domain::{InvalidPhoneNumber, PhoneNumber},
-    providers::whatsapp::{SendError, WhatsApp},
-    workflow::{Text, template::RenderError},
+    domain::PhoneNumber, expr::Text, failure::database_away, providers::whatsapp::WhatsApp,
 };
-
-/// The error classes every failure a user sees is named by (PRODUCT.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ErrorClass {
-    #[serde(rename = "Template not found")]
-    TemplateNotFound,
-    #[serde(rename = "Sender offline")]
-    SenderOffline,
-    #[serde(rename = "Invalid phone number")]
-    InvalidPhoneNumber,
-    #[serde(rename = "Outside 24-hour window")]
-    OutsideWindow,
-    #[serde(rename = "Rate limited")]
-    RateLimited,
-    #[serde(rename = "Opted out")]
-    OptedOut,
-    #[serde(rename = "Provider error")]
-    ProviderError,
-    /// The workflow reads a value the run does not have.
-    #[serde(rename = "Missing variable")]
-    MissingVariable,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::TemplateNotFound => "Template not found",
-            ErrorClass::SenderOffline => "Sender offline",
-            ErrorClass::InvalidPhoneNumber => "Invalid phone number",
-            ErrorClass::OutsideWindow => "Outside 24-hour window",
-            ErrorClass::RateLimited => "Rate limited",
-            ErrorClass::OptedOut => "Opted out",
-            ErrorClass::ProviderError => "Provider error",
-            ErrorClass::MissingVariable => "Missing variable",
-        }
-    }
-
-    /// Whether waiting and trying again can help.
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::SenderOffline | ErrorClass::RateLimited | ErrorClass::ProviderError
-        )
-    }
-
-    /// What the user should do about it.
-    pub fn advice(self) -> &'static str {
-        match self {
-            ErrorClass::TemplateNotFound => {
-                "check the template is approved and its name and language are right"
-            }
-            ErrorClass::SenderOffline => "check the sender's status and connection",
-            ErrorClass::InvalidPhoneNumber => "format as +[country code][number]",
-            ErrorClass::OutsideWindow => "use a template message",
-            ErrorClass::RateLimited => "Herald paces and retries by itself",
-            ErrorClass::OptedOut => "none: the contact unsubscribed",
-            ErrorClass::ProviderError => "see the recorded detail",
-            ErrorClass::MissingVariable => "give the value in the event or use the default filter",
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A failed step. The class decides retry versus dead letter; never the message text.
-#[derive(Clone, Debug, Serialize, thiserror::Error)]
-#[error("{message}")]
-pub struct StepError {
-    pub class: ErrorClass,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider_code: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_status: Option<u16>,
-    #[serde(skip)]
-    pub retry_after: Option<Duration>,
-    /// Set when no retry can fix this error even though its class is retryable (a configuration
-    /// mistake, an answer that will not change).
-    #[serde(skip)]
-    pub permanent: bool,
-    /// Not a failure: the sender's next send slot is `retry_after` away, so the step is put
-    /// off (a durable timer) without recording an attempt.
-    #[serde(skip)]
-    pub deferred: bool,
-}
-
-impl StepError {
-    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        StepError {
-            class,
-            message: message.into(),
-            provider_code: None,
-            http_status: None,
-            retry_after: None,
-            permanent: false,
-            deferred: false,
-        }
-    }
-
-    /// The send's slot is `after` away: run the step again then, without using an attempt.
-    pub fn deferred(after: Duration) -> Self {
-        let mut e = StepError::new(
-            ErrorClass::RateLimited,
-            format!("Rate limited: paced, next send slot in {after:?}"),
-        );
-        e.retry_after = Some(after);
-        e.deferred = true;
-        e
-    }
-
-    /// Marks the error as one no retry can fix.
-    pub fn permanent(mut self) -> Self {
-        self.permanent = true;
-        self
-    }
-
-    /// Whether waiting and trying again can help: the class says so, and the error is not a
-    /// client error of an outside API without a provider code (a wrong URL, a refused request:
-    /// those answer the same every time; 408 and 429 excepted).
-    pub fn retryable(&self) -> bool {
-        let client_error = self.provider_code.is_none()
-            && self
-                .http_status
-                .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429);
-        self.class.retryable() && !self.permanent && !client_error
-    }
-
-    pub fn to_json(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        v["retryable"] = Value::Bool(self.retryable());
-        v["advice"] = Value::from(self.class.advice());
-        v
-    }
-}
-
-impl From<RenderError> for StepError {
-    fn from(e: RenderError) -> Self {
-        StepError::new(ErrorClass::MissingVariable, e.to_string())
-    }
-}
-
-impl From<InvalidPhoneNumber> for StepError {
-    fn from(e: InvalidPhoneNumber) -> Self {
-        StepError::new(ErrorClass::InvalidPhoneNumber, e.to_string())
-    }
-}
-
-impl From<SendError> for StepError {
-    fn from(e: SendError) -> Self {
-        StepError {
-            class: e.class,
-            message: format!("{}: {}", e.class, e.message),
-            provider_code: e.code,
-            http_status: e.http_status,
-            retry_after: e.retry_after,
-            permanent: false,
-            deferred: false,
-        }
-    }
-}
 
 /// What the steps can reach.
 #[derive(Clone)]
@@ -214,50 +50,6 @@ pub struct Services {
     pub senders: crate::senders::Senders,
     /// The template catalog's entry and the recipient's opt-out, read at send time.
     pub facts: crate::templates::Facts,
-}
-
-/// How often and how long apart a failed step is tried again. Written on a step, a workflow,
-/// or globally (`HERALD_RETRY_ATTEMPTS`, `HERALD_RETRY_WAIT`); the step's wins, then the
-/// workflow's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (2 = one retry; 0 and 1: no retry), at most 100.
-    /// Rate limits do not count (up to 20).
-    #[schemars(range(max = 100))]
-    pub attempts: u32,
-    /// The wait before each retry (`60s`, at least 1s); a provider's Retry-After wins for
-    /// rate limits.
-    pub wait: crate::domain::HumanDuration,
-}
-
-impl RetryPolicy {
-    /// The most attempts a policy may ask for.
-    pub const MAX_ATTEMPTS: u32 = 100;
-
-    /// What serde cannot check, run when the workflow loads.
-    pub fn check(&self) -> Result<(), String> {
-        if self.attempts > Self::MAX_ATTEMPTS {
-            return Err(format!(
-                "retry: attempts {} is more than {}",
-                self.attempts,
-                Self::MAX_ATTEMPTS
-            ));
-        }
-        if self.wait.get() < Duration::from_secs(1) {
-            return Err(format!("retry: wait {} is shorter than 1s", self.wait));
-        }
-        Ok(())
-    }
-
-    /// The policy for a step: its own, else its workflow's, else the global one.
-    pub fn for_step(
-        step: Option<RetryPolicy>,
-        workflow: Option<RetryPolicy>,
-        global: RetryPolicy,
-    ) -> RetryPolicy {
-        step.or(workflow).unwrap_or(global)
-    }
 }
 
 /// One step's view of its run.
@@ -387,16 +179,6 @@ impl Default for Recipient {
     }
 }
 
-/// A read or write of Herald's own database that a send needs failed before anything was sent:
-/// not a failed attempt. The step is put off for a second (recorded once the database is back),
-/// like a send waiting for its slot.
-pub(crate) fn database_away(what: &str, e: &sqlx::Error) -> StepError {
-    tracing::warn!(error = %e, "{what} failed; step put off, nothing sent");
-    let mut deferred = StepError::deferred(std::time::Duration::from_secs(1));
-    deferred.message = format!("not sent: {what} failed: {e}");
-    deferred
-}
-
 /// Fails with "Outside 24-hour window" unless `to` wrote to `sender` in the last 24 hours.
 pub(crate) async fn require_window(
     pool: &PgPool,
@@ -515,59 +297,6 @@ crate::string_schema!(Recipient);
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn retryable_follows_the_class_except_permanent_and_plain_client_errors() {
-        assert!(StepError::new(ErrorClass::ProviderError, "5xx").retryable());
-        assert!(!StepError::new(ErrorClass::TemplateNotFound, "x").retryable());
-        assert!(
-            !StepError::new(ErrorClass::ProviderError, "x")
-                .permanent()
-                .retryable()
-        );
-        let mut client = StepError::new(ErrorClass::ProviderError, "404");
-        client.http_status = Some(404);
-        assert!(
-            !client.retryable(),
-            "a 404 from an outside API answers the same next time"
-        );
-        client.provider_code = Some(999_999);
-        assert!(client.retryable(), "an unknown Graph code stays retryable");
-        let mut limited = StepError::new(ErrorClass::RateLimited, "429");
-        limited.http_status = Some(429);
-        assert!(limited.retryable());
-        assert_eq!(
-            StepError::new(ErrorClass::OptedOut, "x").to_json()["retryable"],
-            false
-        );
-    }
-
-    #[test]
-    fn the_steps_retry_policy_wins_over_the_workflows_which_wins_over_the_global_one() {
-        let policy = |attempts, secs| RetryPolicy {
-            attempts,
-            wait: crate::domain::HumanDuration::from(Duration::from_secs(secs)),
-        };
-        let (step, workflow, global) = (policy(3, 1), policy(5, 30), policy(2, 60));
-        assert_eq!(
-            RetryPolicy::for_step(Some(step), Some(workflow), global),
-            step
-        );
-        assert_eq!(
-            RetryPolicy::for_step(None, Some(workflow), global),
-            workflow
-        );
-        assert_eq!(RetryPolicy::for_step(None, None, global), global);
-        assert_eq!(policy(0, 1).check(), Ok(()));
-        assert!(
-            policy(101, 1)
-                .check()
-                .unwrap_err()
-                .contains("more than 100")
-        );
-    }
-
     #[test]
     fn the_json_schema_offers_retry_on_every_step_type() {
         let schema =

@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
-use crate::{providers::notify::NotifyError, workflow::Text};
+use crate::{expr::Text, providers::notify::NotifyError};
 
 /// Slack shows at most this much of a message's text.
 pub const MAX_TEXT_CHARS: usize = 40_000;
@@ -33,10 +33,7 @@ pub struct Input {
 
 impl From<NotifyError> for StepError {
     fn from(e: NotifyError) -> Self {
-        let mut error = StepError::new(e.class, e.message);
-        error.http_status = e.http_status;
-        error.retry_after = e.retry_after;
-        error
+        StepError::from_provider(e.class, e.message, e.http_status, None, e.retry_after)
     }
 }
 

@@ -15,10 +15,10 @@ use super::{
 };
 use crate::{
     domain::PhoneNumber,
+    expr::Text,
     providers::whatsapp::{
         FlowActionPayload, FlowMessage, FlowMode, FlowRef, Message, request_body,
     },
-    workflow::Text,
 };
 
 /// Limits of an interactive message (whatsapp-cloud-api.md §6).

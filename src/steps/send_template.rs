@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use super::{ErrorClass, Recipient, Sent, Step, StepContext, StepError, StepOutput, sender};
 use crate::{
     domain::{LanguageCode, PhoneNumber, TemplateName},
+    expr::Text,
     providers::whatsapp::{Message, request_body},
-    workflow::Text,
+    templates::catalog::Variables,
 };
 
 /// A template has at most 10 buttons.
@@ -52,19 +53,6 @@ pub struct SendTemplate {
     /// 0, the second button 1, ... A `~` (null) entry skips a button that takes no parameter.
     #[serde(default)]
     pub buttons: Buttons,
-}
-
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Variables {
-    Positional(Vec<Text>),
-    Named(BTreeMap<String, Text>),
-}
-
-impl Default for Variables {
-    fn default() -> Self {
-        Variables::Positional(Vec::new())
-    }
 }
 
 /// A header parameter as written: exactly one of `text`, `image`, `video`, `document`.
@@ -535,7 +523,7 @@ impl SendTemplate {
                 super::database_away("reading the template catalog and the contact's opt-out", &e)
             })?;
         if facts.catalog {
-            crate::workflow::catalog::check_send(
+            crate::templates::catalog::check_send(
                 facts.template.as_ref(),
                 &self.template,
                 &self.language,

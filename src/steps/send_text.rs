@@ -9,8 +9,8 @@ use serde_json::json;
 use super::{ErrorClass, Recipient, Sent, Step, StepContext, StepError, StepOutput, sender};
 use crate::{
     domain::PhoneNumber,
+    expr::Text,
     providers::whatsapp::{Message, request_body},
-    workflow::Text,
 };
 
 pub const MAX_TEXT_CHARS: usize = 4096;

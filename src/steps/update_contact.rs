@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput, http_request::JsonTemplate};
-use crate::{domain::PhoneNumber, workflow::Text};
+use crate::{domain::PhoneNumber, expr::Text};
 
 /// Longest name, field name and group name accepted.
 const MAX_NAME_CHARS: usize = 256;

@@ -12,7 +12,6 @@ use std::{future::Future, time::Duration};
 use crate::domain::CloudEvent;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
@@ -22,12 +21,13 @@ use crate::{
         Bus, Delivery,
         outbox::{self, OutboxRow},
     },
+    failure::{ErrorClass, StepError},
     runs::{
         Job, Resume,
         dead_letters::{self, NewDeadLetter},
         finish_run, move_to, set_output,
     },
-    steps::{ErrorClass, Next, Rendered, Services, StepContext, StepError},
+    steps::{Next, Rendered, Services, StepContext},
     workflow::{FlatStep, SharedWorkflows, Workflow},
 };
 pub use statements::Statements;
@@ -310,7 +310,7 @@ async fn carry_out(
     // and lose what was sent (its wamid, the outbound message, the step's output).
     let outcome = match &result {
         Ok(_) => "succeeded",
-        Err(e) if e.deferred => "deferred",
+        Err(e) if e.is_deferred() => "deferred",
         Err(_) => "failed",
     };
     metrics::counter!("herald_steps_total", "type" => step_type, "outcome" => outcome).increment(1);
@@ -397,7 +397,7 @@ async fn carry_out(
                     }
                 }
                 // Paced: the sender's next slot is far. Not an attempt: forget it, come back then.
-                Err(error) if error.deferred => {
+                Err(error) if error.is_deferred() => {
                     sqlx::query(
                         "DELETE FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
                     )
@@ -411,7 +411,7 @@ async fn carry_out(
                         tx.commit().await.context("commit late deferral")?;
                         return Ok(Outcome::Done(Vec::new()));
                     }
-                    let wait = error.retry_after.unwrap_or(Duration::from_secs(1));
+                    let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
                     tracing::debug!(run_id = %job.run_id, step = step_id, defer = ?wait, "send paced; step deferred");
                     let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                     pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
@@ -438,7 +438,7 @@ async fn carry_out(
                     match retry_decision(
                         &mut tx,
                         job,
-                        crate::steps::RetryPolicy::for_step(step.retry(), workflow.retry, services.retry),
+                        crate::failure::RetryPolicy::for_step(step.retry(), workflow.retry, services.retry),
                         error,
                     )
                     .await?
@@ -656,7 +656,7 @@ const RATE_LIMIT_CAP: i64 = 20;
 async fn retry_decision(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: Job,
-    policy: crate::steps::RetryPolicy,
+    policy: crate::failure::RetryPolicy,
     error: &StepError,
 ) -> anyhow::Result<Option<Duration>> {
     if !error.retryable() {
@@ -679,7 +679,7 @@ async fn retry_decision(
         let backoff = Duration::from_secs(1u64 << rate_limited.clamp(0, 6) as u32);
         return Ok(Some(
             error
-                .retry_after
+                .retry_after()
                 .unwrap_or(backoff)
                 .min(Duration::from_secs(900)),
         ));
@@ -884,54 +884,6 @@ async fn handle_delivery(
     }
 }
 
-/// Consumes `queue` until shutdown, handling up to `prefetch` deliveries at once, and
-/// reconnecting when the broker goes away. On shutdown it stops taking deliveries and
-/// finishes those it holds.
-pub async fn consume_loop<F, Fut>(
-    bus: &Bus,
-    queue: &str,
-    prefetch: u16,
-    role: &str,
-    shutdown: CancellationToken,
-    handler: F,
-) where
-    F: Fn(Delivery) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let tag = format!("{role}-{}", uuid::Uuid::now_v7().simple());
-    while !shutdown.is_cancelled() {
-        match bus.consume(queue, prefetch, &tag).await {
-            Ok(stream) => {
-                tracing::info!(role, queue, prefetch, "consuming");
-                // The first error ends the stream: after a connection error lapin's consumer
-                // may yield nothing more, yet not end, and this loop would never reconnect.
-                stream
-                    .take_until(shutdown.cancelled())
-                    .take_while(|d| {
-                        if let Err(e) = d {
-                            tracing::warn!(role, error = %e, "consumer error");
-                        }
-                        std::future::ready(d.is_ok())
-                    })
-                    .filter_map(|d| std::future::ready(d.ok()))
-                    // Boxed once here rather than moved whole into the set of futures in flight
-                    // (a handler's state runs to kilobytes).
-                    .for_each_concurrent(prefetch as usize, |d| Box::pin(handler(d)))
-                    .await;
-                if !shutdown.is_cancelled() {
-                    tracing::warn!(role, "lost the broker; reconnecting");
-                }
-            }
-            Err(e) => tracing::warn!(role, error = %e, "cannot consume; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-    tracing::info!(role, "stopped consuming");
-}
-
 /// The worker role.
 pub async fn run(
     services: Services,
@@ -942,7 +894,7 @@ pub async fn run(
 ) {
     let queue = bus.names().jobs_queue.clone();
     let statements = Statements::new(&services.pool, services.lease);
-    consume_loop(&bus, &queue, prefetch, "worker", shutdown, |d| {
+    crate::bus::consume_loop(&bus, &queue, prefetch, "worker", shutdown, |d| {
         let (services, bus, workflows) = (services.clone(), bus.clone(), workflows.clone());
         let statements = statements.clone();
         async move { handle_delivery(&services, &statements, &bus, &workflows, d).await }

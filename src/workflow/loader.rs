@@ -6,7 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Workflow, WorkflowSpec, catalog::Catalog};
+use super::{Workflow, WorkflowSpec};
+use crate::templates::catalog::Catalog;
 use crate::{domain::EventType, steps::StepKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +254,7 @@ fn check_template(
             step.template, step.language
         ));
     };
-    super::catalog::variables_mismatch(
+    crate::templates::catalog::variables_mismatch(
         spec.body_parameters,
         &spec.named_parameters,
         &step.variables,

@@ -1,23 +1,18 @@
 //! Workflows: the YAML model, loader and validator for `workflows/`.
 //! A file is parsed into typed values (conditions compiled, templates checked) before anything runs.
 
-pub mod catalog;
-pub mod condition;
 mod loader;
-pub mod template;
 
 use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use condition::Condition;
 pub use loader::{
     LoadError, Workflows, load_dir, load_dir_with, load_file, parse_workflow, parse_workflow_with,
 };
-pub use template::Text;
 
-use crate::{domain::EventType, steps::StepKind};
+use crate::{domain::EventType, expr::Condition, steps::StepKind};
 
 /// One workflow file as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -33,7 +28,7 @@ pub struct WorkflowSpec {
     pub trigger: TriggerSpec,
     /// This workflow's retry policy for failed steps (default: the global one, 2 attempts 60s apart).
     #[serde(default)]
-    pub retry: Option<crate::steps::RetryPolicy>,
+    pub retry: Option<crate::failure::RetryPolicy>,
     /// The steps, run in order.
     pub steps: Vec<StepKind>,
 }
@@ -100,7 +95,7 @@ pub struct Workflow {
     pub description: Option<String>,
     pub enabled: bool,
     pub trigger: TriggerSpec,
-    pub retry: Option<crate::steps::RetryPolicy>,
+    pub retry: Option<crate::failure::RetryPolicy>,
     pub steps: Vec<FlatStep>,
     pub file: std::path::PathBuf,
 }

@@ -685,7 +685,8 @@ async fn a_quality_drop_pauses_dispatches_notifies_once_and_an_operator_resumes(
 async fn a_batch_of_reservations_paces_each_sender_in_order_and_keeps_the_recipient_gap() {
     use herald::{
         db::batch::Statement,
-        senders::pacing::{Limit, Rate, Reservation, Reserve, SlotRequest},
+        domain::Rate,
+        senders::pacing::{Limit, Reservation, Reserve, SlotRequest},
     };
     let app = spawn_app(Options {
         roles: vec![Role::Ingress],

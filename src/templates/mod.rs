@@ -4,6 +4,8 @@
 //!
 //! An empty table (no `templates.yaml`, no synced list) means no run-time check.
 
+pub mod catalog;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     domain::PhoneNumber,
     providers::whatsapp::{ListedTemplate, WhatsApp},
-    workflow::catalog::{Catalog, KnownTemplate},
+    templates::catalog::{Catalog, KnownTemplate},
 };
 
 /// Makes the `config` rows of the table what `catalog` says (none when there is no file):

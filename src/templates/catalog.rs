@@ -1,16 +1,18 @@
 //! The template catalog: the approved templates Herald knows (name, language, category, body
 //! parameters, status), from `templates.yaml`. `herald workflows validate` checks `send_template`
 //! steps against it when the file exists; at run time the same entries seed the `templates` table
-//! (see `crate::templates`), where sends are checked with [`check_send`].
+//! (see the parent module), where sends are checked with [`check_send`].
 
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
 use crate::{
     domain::{LanguageCode, TemplateName},
-    steps::send_template::Variables,
+    expr::Text,
 };
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -133,6 +135,20 @@ impl Category {
 }
 
 /// A template as the run-time catalog knows it (a `templates` row).
+/// A `send_template` step's variables: positional (`{{1}}`, `{{2}}`, ...) or named.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Variables {
+    Positional(Vec<Text>),
+    Named(BTreeMap<String, Text>),
+}
+
+impl Default for Variables {
+    fn default() -> Self {
+        Variables::Positional(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct KnownTemplate {
     pub category: String,
@@ -272,7 +288,7 @@ mod tests {
     fn positional(n: usize) -> Variables {
         Variables::Positional(
             (0..n)
-                .map(|i| crate::workflow::Text::parse(&format!("v{i}")).unwrap())
+                .map(|i| crate::expr::Text::parse(&format!("v{i}")).unwrap())
                 .collect(),
         )
     }
@@ -281,7 +297,7 @@ mod tests {
         Variables::Named(
             names
                 .iter()
-                .map(|n| (n.to_string(), crate::workflow::Text::parse("x").unwrap()))
+                .map(|n| (n.to_string(), crate::expr::Text::parse("x").unwrap()))
                 .collect(),
         )
     }
