@@ -275,6 +275,44 @@ impl RetryPolicy {
     }
 }
 
+/// When to try again, computed by backon's exponential builder (with jitter, capped) for every
+/// retry Herald makes without a policy of the user's: rate limits without a Retry-After, and
+/// reconnecting to RabbitMQ or PostgreSQL. Durable retries compute their timer's due time here.
+pub mod backoff {
+    use std::time::Duration;
+
+    use backon::{BackoffBuilder, ExponentialBuilder};
+
+    /// The longest wait of a rate limit that gave no Retry-After.
+    pub const RATE_LIMIT_MAX: Duration = Duration::from_secs(64);
+
+    /// The wait before retry `n` (0 = the first) of a rate-limited step that gave no
+    /// Retry-After: 1 s, 2 s, 4 s, ... up to 64 s, each with jitter (up to as much again, within
+    /// the cap) so that many runs limited together do not come back together.
+    pub fn rate_limited(n: u32) -> Duration {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(RATE_LIMIT_MAX)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(n as usize)
+            .unwrap_or(RATE_LIMIT_MAX)
+            .min(RATE_LIMIT_MAX)
+    }
+
+    /// Waits between attempts to reach RabbitMQ or PostgreSQL again: 200 ms doubling to 2 s,
+    /// each with jitter (up to as much again), for ever (a role waits for its broker and database; the caller stops on
+    /// shutdown or when its own patience runs out).
+    pub fn reconnect() -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +389,30 @@ mod tests {
                 .unwrap_err()
                 .contains("more than 100")
         );
+    }
+
+    #[test]
+    fn rate_limit_backoff_doubles_from_one_second_with_jitter_and_a_cap() {
+        for n in 0..8 {
+            let d = backoff::rate_limited(n);
+            let base = Duration::from_secs(1 << n.min(6));
+            assert!(d >= base.min(backoff::RATE_LIMIT_MAX), "retry {n}: {d:?}");
+            assert!(
+                d <= (base * 2).min(backoff::RATE_LIMIT_MAX),
+                "retry {n}: {d:?}"
+            );
+        }
+        assert_eq!(backoff::rate_limited(1000), backoff::RATE_LIMIT_MAX);
+    }
+
+    #[test]
+    fn reconnect_backoff_grows_to_two_seconds_and_never_ends() {
+        let waits: Vec<_> = backon::BackoffBuilder::build(backoff::reconnect())
+            .take(50)
+            .collect();
+        assert_eq!(waits.len(), 50);
+        assert!(waits[0] >= Duration::from_millis(200) && waits[0] <= Duration::from_millis(400));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(4)));
+        assert!(waits[49] >= Duration::from_secs(2));
     }
 }

@@ -405,9 +405,11 @@ pub async fn consume_loop<F, Fut>(
     Fut: Future<Output = ()>,
 {
     let tag = format!("{role}-{}", uuid::Uuid::now_v7().simple());
+    let mut waits = backon::BackoffBuilder::build(crate::failure::backoff::reconnect());
     while !shutdown.is_cancelled() {
         match bus.consume(queue, prefetch, &tag).await {
             Ok(stream) => {
+                waits = backon::BackoffBuilder::build(crate::failure::backoff::reconnect());
                 tracing::info!(role, queue, prefetch, "consuming");
                 // The first error ends the stream: after a connection error lapin's consumer
                 // may yield nothing more, yet not end, and this loop would never reconnect.
@@ -430,9 +432,10 @@ pub async fn consume_loop<F, Fut>(
             }
             Err(e) => tracing::warn!(role, error = %e, "cannot consume; retrying"),
         }
+        let wait = waits.next().unwrap_or(Duration::from_secs(2));
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     tracing::info!(role, "stopped consuming");

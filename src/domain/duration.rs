@@ -8,24 +8,52 @@ use serde::{Deserialize, Serialize};
 pub struct HumanDuration(Duration);
 
 impl HumanDuration {
+    /// The longest duration a workflow may write (a delay, a wait's timeout, a retry's wait).
+    pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
+    /// A duration of a workflow: at most [`HumanDuration::MAX`].
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let err = || format!("bad duration '{raw}': write it as 90s, 10m, 2h or 3d");
+        Self::parse_within(raw, "duration", Duration::ZERO..=Self::MAX)
+    }
+
+    /// The one parser of every duration Herald reads (workflows, assistants, request timeouts,
+    /// configuration), with the bounds of its use; errors name the use (`what`).
+    pub fn parse_within(
+        raw: &str,
+        what: &str,
+        bounds: std::ops::RangeInclusive<Duration>,
+    ) -> Result<Self, String> {
+        let err = || format!("bad {what} '{raw}': write it as 500ms, 90s, 10m, 2h or 3d");
         let s = raw.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let (number, unit) = s.split_at(split);
         let n: u64 = number.parse().map_err(|_| err())?;
-        let seconds = match unit {
-            "ms" => return Ok(HumanDuration(Duration::from_millis(n))),
-            "s" => n,
-            "m" => n.checked_mul(60).ok_or_else(err)?,
-            "h" => n.checked_mul(3600).ok_or_else(err)?,
-            "d" => n.checked_mul(86_400).ok_or_else(err)?,
+        let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
+        let duration = match unit {
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => seconds(1),
+            "m" => seconds(60),
+            "h" => seconds(3600),
+            "d" => seconds(86_400),
             _ => return Err(err()),
         };
-        if seconds > 366 * 86_400 {
-            return Err(format!("bad duration '{raw}': at most 366d"));
+        let at_most = || {
+            format!(
+                "bad {what} '{raw}': at most {}",
+                HumanDuration(*bounds.end())
+            )
+        };
+        let duration = duration.ok_or_else(at_most)?;
+        if duration < *bounds.start() {
+            return Err(format!(
+                "bad {what} '{raw}': at least {}",
+                HumanDuration(*bounds.start())
+            ));
         }
-        Ok(HumanDuration(Duration::from_secs(seconds)))
+        if duration > *bounds.end() {
+            return Err(at_most());
+        }
+        Ok(HumanDuration(duration))
     }
 
     pub fn get(self) -> Duration {
@@ -88,6 +116,27 @@ mod tests {
         assert_eq!(
             HumanDuration::parse("500ms").unwrap().get(),
             Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn each_use_sets_its_bounds_and_is_named_in_the_error() {
+        let timeout = Duration::from_millis(1)..=Duration::from_secs(300);
+        assert_eq!(
+            HumanDuration::parse_within("2m", "timeout", timeout.clone())
+                .unwrap()
+                .get(),
+            Duration::from_secs(120)
+        );
+        let zero = HumanDuration::parse_within("0s", "timeout", timeout.clone()).unwrap_err();
+        assert_eq!(zero, "bad timeout '0s': at least 1ms");
+        let long = HumanDuration::parse_within("6m", "timeout", timeout).unwrap_err();
+        assert_eq!(long, "bad timeout '6m': at most 5m");
+        assert!(HumanDuration::parse("0s").is_ok(), "a workflow may wait 0s");
+        assert!(
+            HumanDuration::parse("99999999999999ms")
+                .unwrap_err()
+                .contains("at most 366d")
         );
     }
 

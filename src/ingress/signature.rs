@@ -3,6 +3,7 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 /// True when `header` is `sha256=<64 hex>` and matches the body.
 pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {
@@ -21,10 +22,7 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {
 
 /// Constant-time comparison of two byte strings (tokens); only the length may leak.
 pub fn equal(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// The header value for `body`, as Meta computes it (used by `herald simulate` and tests).

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{config::Secret, failure::ErrorClass};
+use crate::{config::Secret, domain::HumanDuration, failure::ErrorClass};
 
 /// Default timeout of one chat-completions call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -267,7 +267,7 @@ impl Assistant {
                 self.error(ErrorClass::ProviderError, None, message, None)
             })?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
+        let retry_after = super::retry_after(response.headers());
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -436,17 +436,6 @@ fn error_message(bytes: &[u8]) -> Option<String> {
     (!message.is_empty()).then(|| message.to_string())
 }
 
-/// `retry-after-ms` (OpenAI), or `retry-after` in seconds.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        let v: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-        (v.is_finite() && v >= 0.0).then_some(v)
-    };
-    number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
-}
-
 /// reqwest's errors name the URL; keep messages short.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -471,23 +460,16 @@ fn truncate(s: &str) -> String {
     t
 }
 
-/// `30s`, `500ms`, `2m`, or a bare number of seconds.
+/// `30s`, `500ms`, `2m` (any duration Herald reads, more than zero), or a bare number of seconds.
 fn parse_timeout(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let bad = || format!("'{raw}' is not a duration such as 30s, 500ms or 2m");
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        _ => return Err(bad()),
+    let bare = raw.trim();
+    let raw = if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{bare}s")
+    } else {
+        raw.to_string()
     };
-    if d.is_zero() {
-        return Err(format!("'{raw}' must be longer than zero"));
-    }
-    Ok(d)
+    let bounds = Duration::from_millis(1)..=HumanDuration::MAX;
+    HumanDuration::parse_within(&raw, "timeout", bounds).map(HumanDuration::get)
 }
 
 fn show_duration(d: Duration) -> String {

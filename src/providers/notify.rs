@@ -93,7 +93,7 @@ impl Notifier {
             tracing::info!(notification = text, fields = %context, delivered = "webhook", "team notified");
             return Ok(());
         }
-        let retry_after = retry_after(response.headers());
+        let retry_after = super::retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();
         let excerpt: String = body.trim().chars().take(EXCERPT_CHARS).collect();
         let message = format!(
@@ -133,25 +133,9 @@ pub fn compose(text: &str, fields: &[(&str, String)]) -> String {
     message
 }
 
-/// A `Retry-After` header: delay-seconds or an HTTP date.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     #[test]
     fn fields_are_appended_as_lines() {
@@ -163,21 +147,6 @@ mod tests {
             ),
             "Step failed\nworkflow: w\nerror: x"
         );
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

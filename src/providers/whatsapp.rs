@@ -267,12 +267,7 @@ impl GraphClient {
                 retry_after: None,
             })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = super::retry_after(response.headers());
         let bytes = response.bytes().await.unwrap_or_default();
         if status.is_success() {
             let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

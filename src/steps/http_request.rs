@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
 use crate::{
+    domain::HumanDuration,
     expr::{RenderError, Text},
-    providers::notify::retry_after,
+    providers::retry_after,
 };
 
 /// The most of a response body that is read; the rest is dropped (`truncated: true`).
@@ -157,24 +158,8 @@ pub struct Timeout(Duration);
 
 impl Timeout {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let err = || format!("bad timeout '{raw}': write it as 500ms, 10s or 2m");
-        let s = raw.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        let (number, unit) = s.split_at(split);
-        let n: u64 = number.parse().map_err(|_| err())?;
-        let duration = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
-            _ => return Err(err()),
-        };
-        if duration.is_zero() {
-            return Err(format!("bad timeout '{raw}': must be more than 0"));
-        }
-        if duration > MAX_TIMEOUT {
-            return Err(format!("bad timeout '{raw}': at most 5m"));
-        }
-        Ok(Timeout(duration))
+        let bounds = Duration::from_millis(1)..=MAX_TIMEOUT;
+        HumanDuration::parse_within(raw, "timeout", bounds).map(|d| Timeout(d.get()))
     }
 
     pub fn get(self) -> Duration {

@@ -488,25 +488,22 @@ async fn carry_out(
     .await
 }
 
-/// Runs `op` until it succeeds, again every second while PostgreSQL is away, for at most
-/// [`OUTCOME_PATIENCE`]: what only this worker knows (a step's outcome, that it never called
-/// the provider) is held rather than dropped.
-async fn patiently<T, F, Fut>(job: Job, what: &str, mut op: F) -> anyhow::Result<T>
+/// Runs `op` until it succeeds, again and again (backing off) while PostgreSQL is away, for at
+/// most [`OUTCOME_PATIENCE`]: what only this worker knows (a step's outcome, that it never
+/// called the provider) is held rather than dropped.
+async fn patiently<T, F, Fut>(job: Job, what: &str, op: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
+    use backon::Retryable;
     let since = std::time::Instant::now();
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(e) if since.elapsed() < OUTCOME_PATIENCE => {
-                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "could not {what}; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    op.retry(crate::failure::backoff::reconnect())
+        .when(|_| since.elapsed() < OUTCOME_PATIENCE)
+        .notify(|e, wait| {
+            tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), retry_in = ?wait, "could not {what}; trying again");
+        })
+        .await
 }
 
 /// The common case in two statements and one commit instead of a locked transaction: a job for
@@ -676,7 +673,7 @@ async fn retry_decision(
         if rate_limited > RATE_LIMIT_CAP {
             return Ok(None);
         }
-        let backoff = Duration::from_secs(1u64 << rate_limited.clamp(0, 6) as u32);
+        let backoff = crate::failure::backoff::rate_limited(rate_limited.clamp(0, 64) as u32);
         return Ok(Some(
             error
                 .retry_after()

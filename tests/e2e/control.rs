@@ -127,7 +127,7 @@ steps:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delay_survives_stopping_every_process_and_fires_once() {
+async fn a_delay_survives_stopping_every_instance_and_fires_once_with_two_schedulers_back() {
     let mut app = spawn_app(Options {
         workflows: vec![SLOW],
         graph: true,

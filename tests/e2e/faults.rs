@@ -209,7 +209,7 @@ async fn a_worker_killed_during_the_retry_wait_leaves_the_retry_to_the_next_work
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_due_while_every_process_is_down_runs_once_when_they_come_back() {
+async fn a_retry_due_while_every_instance_is_down_runs_once_when_two_come_back() {
     let mut app = spawn_app(Options {
         workflows: vec![GREET],
         graph: true,

@@ -40,7 +40,7 @@ pub struct Options {
     pub pg_proxy: bool,
     /// Extra configuration variables.
     pub env: Vec<(&'static str, String)>,
-    /// Roles of the first process (default: all).
+    /// Roles of the first instance (default: all).
     pub roles: Vec<Role>,
     /// `assistants.yaml` text (`HERALD_ASSISTANTS`); default: no assistants.
     pub assistants_yaml: Option<String>,
@@ -71,7 +71,8 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Starts one more Herald process-equivalent on the same database and broker names.
+    /// Starts one more Herald instance inside this test process (its own connections, roles and
+    /// tasks; not an OS process) on the same database and broker names.
     pub async fn start_more(&mut self, roles: &[Role]) -> std::net::SocketAddr {
         let workflows = workflow::load_dir(&self.workflows_dir).expect("workflows");
         let running = app::start(self.config(), roles, workflows)

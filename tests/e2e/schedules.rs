@@ -171,7 +171,7 @@ async fn two_schedulers_at_the_same_instant_fire_each_tick_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_scheduler_processes_fire_a_every_second_schedule_once_per_tick_and_each_fire_runs() {
+async fn two_scheduler_instances_fire_a_every_second_schedule_once_per_tick_and_each_fire_runs() {
     let mut app = spawn_app(Options {
         workflows: vec![EVERY_SECOND],
         env: vec![("HERALD_DISPATCH_INTERVAL_MS", "20".into())],

@@ -171,7 +171,7 @@ fn customer(i: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_worker_processes_together_never_exceed_the_sender_rate_and_send_each_message_once() {
+async fn two_worker_instances_together_never_exceed_the_sender_rate_and_send_each_message_once() {
     let mut app = spawn_app(Options {
         workflows: vec![GREET],
         graph: true,
