@@ -39,6 +39,8 @@ pub const SANDBOX_PHONE_NUMBER_ID: &str = "100000000000001";
 /// The call webhook's bearer token when Herald runs in sandbox mode and neither
 /// `HERALD_CALLS_TOKEN` nor `HERALD_CALLS_SECRET` is set (`herald simulate call-ended` uses it).
 pub const SANDBOX_CALLS_TOKEN: &str = "herald-sandbox-calls-token";
+/// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
+pub const SANDBOX_API_TOKEN: &str = "herald-sandbox-api-token";
 
 /// Queue type for Herald's durable queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -693,7 +695,7 @@ pub fn ignore_blank_env(cmd: Command) -> Command {
 /// A clap error about a configuration value, as an error that names the variable and its flag
 /// (`HERALD_LISTEN (--listen): 'x' is not host:port`); `None` for any other clap error (help,
 /// usage, another command's argument).
-pub fn config_error(err: &clap::Error) -> Option<anyhow::Error> {
+pub fn value_error(err: &clap::Error) -> Option<anyhow::Error> {
     let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
         return None;
     };
@@ -735,9 +737,6 @@ pub fn config_error(err: &clap::Error) -> Option<anyhow::Error> {
     ))
 }
 
-/// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
-pub const SANDBOX_API_TOKEN: &str = "herald-sandbox-api-token";
-
 impl Config {
     /// Reads the configuration from the process's `HERALD_*` and `WHATSAPP_*` variables.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -759,7 +758,7 @@ impl Config {
         let mut cmd = cmd.mut_args(|arg| arg.env(None));
         let matches = cmd
             .try_get_matches_from_mut(args)
-            .map_err(|e| config_error(&e).unwrap_or_else(|| anyhow::anyhow!("{}", e.render())))?;
+            .map_err(|e| value_error(&e).unwrap_or_else(|| anyhow::anyhow!("{}", e.render())))?;
         ConfigArgs::from_arg_matches(&matches)
             .map_err(|e| anyhow::anyhow!("{}", e.render()))?
             .into_config()
@@ -768,167 +767,6 @@ impl Config {
     /// True when sends go to the sandbox instead of the Graph API.
     pub fn sandbox(&self) -> bool {
         self.access_token.is_none()
-    }
-}
-
-/// The reader this module replaced, kept for one commit to compare the two.
-#[cfg(test)]
-mod before {
-    use super::*;
-    use anyhow::{Context, bail};
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
-        let var = |key: &str| get(key).filter(|v| !v.trim().is_empty());
-        let access_token = var("WHATSAPP_ACCESS_TOKEN").map(Secret::new);
-        let access_token_set = access_token.is_some();
-        let app_secret = match var("WHATSAPP_APP_SECRET") {
-            Some(s) => Secret::new(s),
-            None if access_token.is_none() => Secret::new(SANDBOX_APP_SECRET),
-            None => bail!(
-                "WHATSAPP_APP_SECRET is required when WHATSAPP_ACCESS_TOKEN is set \
-                 (webhooks are verified with the Meta app secret)"
-            ),
-        };
-        let listen = var("HERALD_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("HERALD_LISTEN: '{listen}' is not host:port"))?;
-        let queue_type = match var("HERALD_AMQP_QUEUE_TYPE").as_deref() {
-            None | Some("quorum") => QueueType::Quorum,
-            Some("classic") => QueueType::Classic,
-            Some(other) => bail!("HERALD_AMQP_QUEUE_TYPE: '{other}' is not quorum or classic"),
-        };
-        let number = |key: &str, default: u64| -> anyhow::Result<u64> {
-            match var(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse()
-                    .with_context(|| format!("{key}: '{v}' is not a whole number")),
-            }
-        };
-        let duration = |key: &str, default: Duration| -> anyhow::Result<Duration> {
-            match var(key) {
-                None => Ok(default),
-                Some(v) => Ok(crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?
-                    .get()),
-            }
-        };
-        let log_json = match var("HERALD_LOG_FORMAT").as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => bail!("HERALD_LOG_FORMAT: '{other}' is not json or text"),
-        };
-        let calls_secret = var("HERALD_CALLS_SECRET").map(Secret::new);
-        let calls_token = match var("HERALD_CALLS_TOKEN") {
-            Some(t) => Some(Secret::new(t)),
-            None if calls_secret.is_none() && access_token.is_none() => {
-                Some(Secret::new(SANDBOX_CALLS_TOKEN))
-            }
-            None => None,
-        };
-        Ok(Config {
-            calls_token,
-            calls_secret,
-            calls_sender: var("HERALD_CALLS_SENDER")
-                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
-            database_url: var("HERALD_DATABASE_URL")
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/herald".into()),
-            amqp_url: var("HERALD_AMQP_URL")
-                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-            amqp_prefix: var("HERALD_AMQP_PREFIX").unwrap_or_else(|| "herald".into()),
-            amqp_queue_type: queue_type,
-            amqp_queue_expires_ms: match var("HERALD_AMQP_QUEUE_EXPIRES_MS") {
-                None => None,
-                Some(v) => Some(v.parse().with_context(|| {
-                    format!("HERALD_AMQP_QUEUE_EXPIRES_MS: '{v}' is not a whole number")
-                })?),
-            },
-            listen,
-            workflows_dir: var("HERALD_WORKFLOWS")
-                .unwrap_or_else(|| "workflows".into())
-                .into(),
-            app_secret,
-            verify_token: var("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
-            access_token,
-            api_base_url: var("WHATSAPP_API_BASE_URL")
-                .unwrap_or_else(|| "https://graph.facebook.com/v24.0".into())
-                .trim_end_matches('/')
-                .to_string(),
-            max_body_bytes: number("HERALD_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
-            log_json,
-            worker_prefetch: number("HERALD_WORKER_PREFETCH", 256)?.clamp(1, 65535) as u16,
-            matcher_prefetch: number("HERALD_MATCHER_PREFETCH", 256)?.clamp(1, 65535) as u16,
-            outbox_interval: Duration::from_millis(number("HERALD_OUTBOX_INTERVAL_MS", 1000)?),
-            provider_timeout: Duration::from_millis(number("HERALD_PROVIDER_TIMEOUT_MS", 10_000)?),
-            db_max_connections: number("HERALD_DB_MAX_CONNECTIONS", 32)? as u32,
-            notify_webhook_url: var("HERALD_NOTIFY_WEBHOOK_URL"),
-            assistants_file: var("HERALD_ASSISTANTS")
-                .unwrap_or_else(|| "assistants.yaml".into())
-                .into(),
-            templates_file: var("HERALD_TEMPLATES")
-                .unwrap_or_else(|| "templates.yaml".into())
-                .into(),
-            retry_wait: match var("HERALD_RETRY_WAIT") {
-                None => Duration::from_secs(60),
-                Some(v) => crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_RETRY_WAIT: {e}"))?
-                    .get(),
-            },
-            retry_attempts: number("HERALD_RETRY_ATTEMPTS", 2)?.clamp(1, 100) as u32,
-            timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
-            default_sender: var("HERALD_DEFAULT_SENDER")
-                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
-            dispatch_rate: match var("HERALD_DISPATCH_RATE") {
-                None => 80.0,
-                Some(v) => match v.parse::<f64>() {
-                    Ok(r) if (0.01..=1000.0).contains(&r) => r,
-                    _ => bail!(
-                        "HERALD_DISPATCH_RATE: '{v}' is not a rate between 0.01 and 1000 per second"
-                    ),
-                },
-            },
-            dispatch_interval: Duration::from_millis(
-                number("HERALD_DISPATCH_INTERVAL_MS", 200)?.max(10),
-            ),
-            api_token: match var("HERALD_API_TOKEN") {
-                Some(t) => Some(Secret::new(t)),
-                None if access_token_set => None,
-                None => Some(Secret::new(SANDBOX_API_TOKEN)),
-            },
-            opt_out_keywords: crate::domain::OptOutKeywords::parse(
-                &var("HERALD_OPT_OUT_KEYWORDS")
-                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_OUT.into()),
-                &var("HERALD_OPT_IN_KEYWORDS")
-                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_IN.into()),
-            )
-            .map_err(|e| {
-                anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}")
-            })?,
-            business_account_id: var("WHATSAPP_BUSINESS_ACCOUNT_ID"),
-            template_sync_interval: match var("HERALD_TEMPLATE_SYNC_INTERVAL") {
-                None => Duration::from_secs(15 * 60),
-                Some(v) => crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_TEMPLATE_SYNC_INTERVAL: {e}"))?
-                    .get()
-                    .max(Duration::from_secs(1)),
-            },
-            sender_rate: match var("HERALD_SENDER_RATE") {
-                None => crate::domain::Rate::try_from(80.0).map_err(anyhow::Error::msg)?,
-                Some(v) => crate::domain::Rate::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_SENDER_RATE: {e}"))?,
-            },
-            recipient_gap: duration("HERALD_RECIPIENT_GAP", Duration::from_secs(6))?,
-            recipient_burst: match number("HERALD_RECIPIENT_BURST", 5)? {
-                0 => bail!("HERALD_RECIPIENT_BURST: must be at least 1"),
-                n => n.min(10_000) as u32,
-            },
-            senders_file: var("HERALD_SENDERS")
-                .unwrap_or_else(|| "senders.yaml".into())
-                .into(),
-            pacing_max_wait: duration("HERALD_PACING_MAX_WAIT", Duration::from_secs(3))?,
-            sender_recheck: duration("HERALD_SENDER_RECHECK", Duration::from_secs(300))?,
-        })
     }
 }
 
@@ -945,156 +783,174 @@ mod tests {
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
-    fn fingerprint(c: &Config) -> String {
-        let shown = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
-        format!(
-            "{c:?} app_secret={} verify={:?} access={:?} api={:?} calls_token={:?} calls_secret={:?}",
-            c.app_secret.expose(),
-            shown(&c.verify_token),
-            shown(&c.access_token),
-            shown(&c.api_token),
-            shown(&c.calls_token),
-            shown(&c.calls_secret),
-        )
+    #[test]
+    fn blank_values_are_unset_and_out_of_range_numbers_are_clamped() {
+        let blank = config(&[
+            ("HERALD_LISTEN", "  "),
+            ("HERALD_LOG_FORMAT", ""),
+            ("WHATSAPP_ACCESS_TOKEN", "\t"),
+            ("HERALD_RETRY_WAIT", " "),
+        ])
+        .unwrap();
+        assert_eq!(blank.listen.to_string(), "127.0.0.1:8080");
+        assert!(!blank.log_json && blank.sandbox());
+        assert_eq!(blank.retry_wait, Duration::from_secs(60));
+        let low = config(&[
+            ("HERALD_WORKER_PREFETCH", "0"),
+            ("HERALD_RETRY_ATTEMPTS", "0"),
+            ("HERALD_DISPATCH_INTERVAL_MS", "9"),
+            ("HERALD_TEMPLATE_SYNC_INTERVAL", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(low.worker_prefetch, 1);
+        assert_eq!(low.retry_attempts, 1);
+        assert_eq!(low.dispatch_interval, Duration::from_millis(10));
+        assert_eq!(low.template_sync_interval, Duration::from_secs(1));
+        let high = config(&[
+            ("HERALD_MATCHER_PREFETCH", "70000"),
+            ("HERALD_RETRY_ATTEMPTS", "1000"),
+            ("HERALD_RECIPIENT_BURST", "20000"),
+        ])
+        .unwrap();
+        assert_eq!(high.matcher_prefetch, 65535);
+        assert_eq!(high.retry_attempts, 100);
+        assert_eq!(high.recipient_burst, 10_000);
+        let written = config(&[
+            ("WHATSAPP_API_BASE_URL", "http://graph.test:1/"),
+            ("WHATSAPP_ACCESS_TOKEN", "-starts-with-a-dash"),
+            ("WHATSAPP_APP_SECRET", "a=b"),
+        ])
+        .unwrap();
+        assert_eq!(written.api_base_url, "http://graph.test:1");
+        assert_eq!(
+            written.access_token.as_ref().map(Secret::expose),
+            Some("-starts-with-a-dash")
+        );
+        assert_eq!(written.app_secret.expose(), "a=b");
     }
 
     #[test]
-    fn the_declared_reader_reads_every_value_as_the_hand_written_one_did() {
-        let candidates: &[(&str, &[&str])] = &[
-            ("HERALD_DATABASE_URL", &["postgres://x@h/db", " spaced "]),
-            ("HERALD_AMQP_URL", &["amqp://a:b@h:5672/v"]),
-            (
-                "HERALD_LISTEN",
-                &[
-                    "0.0.0.0:9000",
-                    "[::1]:80",
-                    "nope",
-                    " 127.0.0.1:80",
-                    "127.0.0.1",
-                ],
-            ),
-            ("HERALD_WORKFLOWS", &["/etc/herald/workflows"]),
-            ("WHATSAPP_APP_SECRET", &["s3cret", "-dash"]),
-            ("WHATSAPP_VERIFY_TOKEN", &["vt"]),
-            ("WHATSAPP_ACCESS_TOKEN", &["tok"]),
-            (
-                "WHATSAPP_API_BASE_URL",
-                &["http://h:1/", "http://h:1///", "http://h:1"],
-            ),
-            ("HERALD_LOG_FORMAT", &["json", "text", "JSON", "yaml"]),
-            (
-                "HERALD_MAX_BODY_BYTES",
-                &[
-                    "1",
-                    "0",
-                    "-1",
-                    "1.5",
-                    " 5",
-                    "18446744073709551615",
-                    "18446744073709551616",
-                ],
-            ),
-            ("HERALD_AMQP_PREFIX", &["bench1"]),
-            (
-                "HERALD_AMQP_QUEUE_TYPE",
-                &["classic", "quorum", "Classic", "stream"],
-            ),
-            ("HERALD_AMQP_QUEUE_EXPIRES_MS", &["60000", "0", "x"]),
-            ("HERALD_WORKER_PREFETCH", &["0", "1", "70000", "x"]),
-            ("HERALD_MATCHER_PREFETCH", &["0", "65535", "65536"]),
-            ("HERALD_OUTBOX_INTERVAL_MS", &["0", "5", "5s"]),
-            ("HERALD_PROVIDER_TIMEOUT_MS", &["100", "x"]),
-            ("HERALD_DB_MAX_CONNECTIONS", &["40", "4294967297", "x"]),
-            ("HERALD_TEMPLATES", &["t.yaml"]),
-            ("HERALD_ASSISTANTS", &["a.yaml"]),
-            ("HERALD_NOTIFY_WEBHOOK_URL", &["https://hooks.example/x"]),
-            (
-                "HERALD_RETRY_WAIT",
-                &["5s", "500ms", "2h", "0s", "5", "367d"],
-            ),
-            ("HERALD_RETRY_ATTEMPTS", &["0", "1", "5", "1000", "x"]),
-            ("HERALD_TIMER_INTERVAL_MS", &["10", "x"]),
-            ("HERALD_DEFAULT_SENDER", &["42"]),
-            (
-                "HERALD_DISPATCH_RATE",
-                &["0.01", "1000", "1000.1", "0", "NaN", "inf", "x", "5"],
-            ),
-            ("HERALD_DISPATCH_INTERVAL_MS", &["0", "9", "10", "500", "x"]),
-            ("HERALD_API_TOKEN", &["api"]),
-            ("HERALD_OPT_OUT_KEYWORDS", &["baja, stop", "start", ","]),
-            ("HERALD_OPT_IN_KEYWORDS", &["stop", "alta"]),
-            ("WHATSAPP_BUSINESS_ACCOUNT_ID", &["102290129340398"]),
-            (
-                "HERALD_TEMPLATE_SYNC_INTERVAL",
-                &["5m", "0s", "500ms", "often"],
-            ),
-            (
-                "HERALD_SENDER_RATE",
-                &["10", "0.5", "0", "10001", "lots", " 7 "],
-            ),
-            ("HERALD_RECIPIENT_GAP", &["0s", "500ms", "6 seconds"]),
-            ("HERALD_RECIPIENT_BURST", &["0", "1", "20000", "x"]),
-            ("HERALD_SENDERS", &["s.yaml"]),
-            ("HERALD_PACING_MAX_WAIT", &["1s", "x"]),
-            ("HERALD_SENDER_RECHECK", &["1m", "5"]),
-            ("HERALD_CALLS_TOKEN", &["ct"]),
-            ("HERALD_CALLS_SECRET", &["cs"]),
-            ("HERALD_CALLS_SENDER", &["42"]),
-        ];
-        let declared: Vec<String> = variables().into_iter().map(|v| v.name).collect();
-        let tried: Vec<String> = candidates.iter().map(|(k, _)| k.to_string()).collect();
+    fn errors_name_the_variable_and_its_flag() {
+        let err = config(&[("HERALD_AMQP_QUEUE_TYPE", "stream")]).unwrap_err();
         assert_eq!(
-            {
-                let mut d = declared.clone();
-                d.sort();
-                d
-            },
-            {
-                let mut t = tried.clone();
-                t.sort();
-                t
-            }
+            format!("{err:#}"),
+            "HERALD_AMQP_QUEUE_TYPE (--amqp-queue-type): 'stream' is not quorum or classic"
         );
-        let bases: [&[(&str, &str)]; 4] = [
-            &[],
-            &[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")],
-            &[("WHATSAPP_ACCESS_TOKEN", "t")],
-            &[("HERALD_CALLS_SECRET", "c")],
-        ];
-        let mut compared = 0;
-        for base in bases {
-            for (key, values) in candidates {
-                for value in values.iter().chain(&["", "   ", "\t"]) {
-                    let mut vars: HashMap<String, String> = base
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
-                    vars.insert(key.to_string(), value.to_string());
-                    let old = before::from_lookup(|k| vars.get(k).cloned());
-                    let new = Config::from_lookup(|k| vars.get(k).cloned());
-                    match (&old, &new) {
-                        (Ok(o), Ok(n)) => assert_eq!(fingerprint(o), fingerprint(n), "{vars:?}"),
-                        (Err(o), Err(n)) => {
-                            let (o, n) = (format!("{o:#}"), format!("{n:#}"));
-                            println!("{key}={value:?}\n  before: {o}\n  now:    {n}");
-                            let named = |m: &str| {
-                                m.starts_with(key)
-                                    || m.starts_with("WHATSAPP_APP_SECRET")
-                                    || m.starts_with("HERALD_OPT_OUT_KEYWORDS")
-                            };
-                            assert!(named(&o) && named(&n), "{vars:?}: {o} / {n}");
-                        }
-                        _ => panic!(
-                            "{vars:?}: before {:?}, now {:?}",
-                            old.map(|c| fingerprint(&c)),
-                            new.map(|c| fingerprint(&c))
-                        ),
-                    }
-                    compared += 1;
-                }
+        let err = config(&[("HERALD_MAX_BODY_BYTES", "4 MiB")]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "HERALD_MAX_BODY_BYTES (--max-body-bytes): '4 MiB' is not a whole number: \
+             invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn every_flag_is_its_variable_in_lowercase_without_the_herald_prefix() {
+        let variables = variables();
+        assert!(variables.len() >= 41, "{variables:?}");
+        for v in variables {
+            let expected = v.name.trim_start_matches("HERALD_").to_lowercase();
+            assert_eq!(v.flag, format!("--{}", expected.replace('_', "-")));
+        }
+    }
+
+    #[test]
+    fn the_command_line_declares_each_flag_once_and_hides_secrets() {
+        use clap::{CommandFactory, Parser};
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "herald",
+            "--whatsapp-access-token=tok-123",
+            "--whatsapp-app-secret=sec-456",
+            "--notify-webhook-url=https://hooks.test/hook-789",
+            "migrate",
+        ])
+        .unwrap();
+        let printed = format!("{cli:?}");
+        for secret in ["tok-123", "sec-456", "hook-789"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let config = cli.config.into_config().unwrap();
+        assert_eq!(
+            config.access_token.as_ref().map(Secret::expose),
+            Some("tok-123")
+        );
+        assert_eq!(
+            config.notify_webhook_url.as_deref(),
+            Some("https://hooks.test/hook-789")
+        );
+    }
+
+    /// The rows of README.md's configuration table: each variable named in the first column,
+    /// with the default column.
+    fn readme_table(readme: &str) -> Vec<(String, String)> {
+        const HEADER: &str = "| variable | default | meaning |";
+        let mut lines = readme.lines().skip_while(|l| l.trim() != HEADER);
+        assert!(
+            lines.next().is_some(),
+            "README.md has no table headed {HEADER}"
+        );
+        lines.next(); // |---|---|---|
+        let mut rows = Vec::new();
+        for line in lines.take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split(" | ")
+                .map(str::trim)
+                .collect();
+            assert_eq!(cells.len(), 3, "not a row of three cells: {line}");
+            // `A` / `B`: the backticked words of the first cell.
+            for name in cells[0].split('`').skip(1).step_by(2) {
+                rows.push((name.to_string(), cells[1].to_string()));
             }
         }
-        assert!(compared > 400, "{compared}");
+        rows
+    }
+
+    #[test]
+    fn the_readme_configuration_table_lists_every_variable_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("read README.md");
+        let table = readme_table(&readme);
+        let declared = variables();
+        let mut differences = Vec::new();
+        for v in &declared {
+            let default = match &v.default {
+                Some(d) => format!("`{d}`"),
+                None => "unset".to_string(),
+            };
+            let cells: Vec<&String> = table
+                .iter()
+                .filter(|(name, _)| *name == v.name)
+                .map(|(_, cell)| cell)
+                .collect();
+            match cells[..] {
+                [] => differences.push(format!(
+                    "- {}: missing from the table (default: {default})",
+                    v.name
+                )),
+                [cell] if !cell.starts_with(&default) => differences.push(format!(
+                    "~ {}: the table's default is \"{cell}\"; it should begin with {default}",
+                    v.name
+                )),
+                [_] => {}
+                _ => differences.push(format!("~ {}: in the table more than once", v.name)),
+            }
+        }
+        for (name, _) in &table {
+            if !declared.iter().any(|v| v.name == *name) {
+                differences.push(format!(
+                    "+ {name}: in the table, but ConfigArgs declares no such variable"
+                ));
+            }
+        }
+        assert!(
+            differences.is_empty(),
+            "README.md's configuration table differs from ConfigArgs in src/config.rs \
+             (- missing from the table, + not a variable, ~ default differs):\n{}",
+            differences.join("\n")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ async fn main() -> std::process::ExitCode {
         .map_err(|e| e.format(&mut command));
     let cli = match parsed {
         Ok(cli) => cli,
-        Err(e) => match config::config_error(&e) {
+        Err(e) => match config::value_error(&e) {
             Some(e) => return configuration_error(e),
             None => e.exit(),
         },
