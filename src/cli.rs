@@ -27,6 +27,9 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Every command reads the same configuration; `herald <command> --help` lists it.
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,9 +1,16 @@
-//! Configuration: read once from the environment in `main`, passed down.
-//! Secrets are wrapped in [`Secret`] so that `Debug` never prints them.
+//! Configuration: declared once in [`ConfigArgs`] (a flag and an environment variable each, so
+//! `herald --help` lists every setting with its default), read once in `main`, passed down as a
+//! typed [`Config`]. Secrets are wrapped in [`Secret`] so that `Debug` never prints them.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{convert::Infallible, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
+use clap::{
+    Arg, Args, Command, FromArgMatches, ValueEnum,
+    error::{ContextKind, ContextValue, ErrorKind},
+};
+
+use crate::domain::{OptOutKeywords, Rate};
 
 /// A value that must never appear in logs or in the API.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -32,9 +39,11 @@ pub const SANDBOX_PHONE_NUMBER_ID: &str = "100000000000001";
 /// The call webhook's bearer token when Herald runs in sandbox mode and neither
 /// `HERALD_CALLS_TOKEN` nor `HERALD_CALLS_SECRET` is set (`herald simulate call-ended` uses it).
 pub const SANDBOX_CALLS_TOKEN: &str = "herald-sandbox-calls-token";
+/// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
+pub const SANDBOX_API_TOKEN: &str = "herald-sandbox-api-token";
 
 /// Queue type for Herald's durable queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QueueType {
     Quorum,
     Classic,
@@ -117,167 +126,642 @@ pub struct Config {
     pub calls_sender: String,
 }
 
-/// The API token when Herald runs in sandbox mode without `HERALD_API_TOKEN`.
-pub const SANDBOX_API_TOKEN: &str = "herald-sandbox-api-token";
+/// Every setting, declared once: a flag and an environment variable each (the variables are how
+/// Herald is configured; the flags override them). `--help` lists them with their defaults,
+/// [`Config::from_lookup`] reads them from any lookup, [`ConfigArgs::into_config`] makes the
+/// [`Config`]. Values are parsed here, at the edge; an error names the variable.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Configuration (each flag can be set by its environment variable)")]
+pub struct ConfigArgs {
+    /// PostgreSQL. Without sslmode the connection uses TLS when the server offers it; on the
+    /// loopback ?sslmode=disable saves that CPU.
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/herald"
+    )]
+    database_url: String,
+    /// RabbitMQ.
+    #[arg(
+        long,
+        env = "HERALD_AMQP_URL",
+        global = true,
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// HTTP address, host:port (webhooks on the ingress; /healthz, /readyz and /metrics on every
+    /// role).
+    #[arg(
+        long,
+        env = "HERALD_LISTEN",
+        global = true,
+        default_value = "127.0.0.1:8080",
+        value_parser = socket_addr
+    )]
+    listen: SocketAddr,
+    /// The workflows folder.
+    #[arg(
+        long,
+        env = "HERALD_WORKFLOWS",
+        global = true,
+        default_value = "workflows"
+    )]
+    workflows: PathBuf,
+    /// Meta's app secret; verifies X-Hub-Signature-256 on webhooks. Required with an access
+    /// token; unset in sandbox mode it is herald-sandbox-secret (what `herald simulate` signs
+    /// with).
+    #[arg(
+        long,
+        env = "WHATSAPP_APP_SECRET",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    whatsapp_app_secret: Option<Secret>,
+    /// Meta's verification handshake token; unset, the handshake answers 403.
+    #[arg(
+        long,
+        env = "WHATSAPP_VERIFY_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    whatsapp_verify_token: Option<Secret>,
+    /// Graph API bearer token. Unset: sandbox mode (sends go to the sandbox sender, not to
+    /// Meta).
+    #[arg(
+        long,
+        env = "WHATSAPP_ACCESS_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    whatsapp_access_token: Option<Secret>,
+    /// Graph API base URL.
+    #[arg(
+        long,
+        env = "WHATSAPP_API_BASE_URL",
+        global = true,
+        default_value = "https://graph.facebook.com/v24.0",
+        value_parser = base_url
+    )]
+    whatsapp_api_base_url: String,
+    /// Log format; RUST_LOG filters (default info).
+    #[arg(long, env = "HERALD_LOG_FORMAT", global = true, default_value = "text")]
+    log_format: LogFormat,
+    /// Largest webhook body in bytes (4 MiB); a larger one gets 413.
+    #[arg(
+        long,
+        env = "HERALD_MAX_BODY_BYTES",
+        global = true,
+        default_value = "4194304",
+        value_parser = whole_usize
+    )]
+    max_body_bytes: usize,
+    /// Prefix of the exchange and queue names (herald -> herald.events, herald.jobs).
+    #[arg(
+        long,
+        env = "HERALD_AMQP_PREFIX",
+        global = true,
+        default_value = "herald"
+    )]
+    amqp_prefix: String,
+    /// Type of the durable queues.
+    #[arg(
+        long,
+        env = "HERALD_AMQP_QUEUE_TYPE",
+        global = true,
+        default_value = "quorum"
+    )]
+    amqp_queue_type: QueueType,
+    /// Delete queues unused for this many milliseconds (x-expires; for tests, unset in
+    /// production).
+    #[arg(long, env = "HERALD_AMQP_QUEUE_EXPIRES_MS", global = true, value_parser = whole_number)]
+    amqp_queue_expires_ms: Option<u64>,
+    /// Jobs a worker holds at once (RabbitMQ prefetch, 1 to 65535).
+    #[arg(
+        long,
+        env = "HERALD_WORKER_PREFETCH",
+        global = true,
+        default_value = "256",
+        value_parser = prefetch
+    )]
+    worker_prefetch: u16,
+    /// Events a matcher holds at once (RabbitMQ prefetch, 1 to 65535).
+    #[arg(
+        long,
+        env = "HERALD_MATCHER_PREFETCH",
+        global = true,
+        default_value = "256",
+        value_parser = prefetch
+    )]
+    matcher_prefetch: u16,
+    /// How often, in milliseconds, the outbox relay looks for rows stored but not published.
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_INTERVAL_MS",
+        global = true,
+        default_value = "1000",
+        value_parser = millis
+    )]
+    outbox_interval_ms: Duration,
+    /// Timeout of one Graph API call in milliseconds (the step lease is this + 5 s).
+    #[arg(
+        long,
+        env = "HERALD_PROVIDER_TIMEOUT_MS",
+        global = true,
+        default_value = "10000",
+        value_parser = millis
+    )]
+    provider_timeout_ms: Duration,
+    /// PostgreSQL pool size per process.
+    #[arg(
+        long,
+        env = "HERALD_DB_MAX_CONNECTIONS",
+        global = true,
+        default_value = "32",
+        value_parser = whole_u32
+    )]
+    db_max_connections: u32,
+    /// The template catalog: approved templates and their parameters (checked by `workflows
+    /// validate` when the file exists; seeds the run-time catalog at start).
+    #[arg(
+        long,
+        env = "HERALD_TEMPLATES",
+        global = true,
+        default_value = "templates.yaml"
+    )]
+    templates: PathBuf,
+    /// YAML file naming the AI assistants (generate_ai_response).
+    #[arg(
+        long,
+        env = "HERALD_ASSISTANTS",
+        global = true,
+        default_value = "assistants.yaml"
+    )]
+    assistants: PathBuf,
+    /// Slack-compatible incoming webhook for team notifications (notify, failures); unset, they
+    /// are only logged.
+    #[arg(
+        long,
+        env = "HERALD_NOTIFY_WEBHOOK_URL",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    notify_webhook_url: Option<Secret>,
+    /// The wait before a failed step is retried (90s, 10m, 2h, 3d, 500ms).
+    #[arg(
+        long,
+        env = "HERALD_RETRY_WAIT",
+        global = true,
+        default_value = "60s",
+        value_parser = duration
+    )]
+    retry_wait: Duration,
+    /// Attempts in all, 1 to 100 (2 = one retry).
+    #[arg(
+        long,
+        env = "HERALD_RETRY_ATTEMPTS",
+        global = true,
+        default_value = "2",
+        value_parser = retry_attempts
+    )]
+    retry_attempts: u32,
+    /// How often, in milliseconds, the scheduler looks for due timers (delays, waits, retries).
+    #[arg(
+        long,
+        env = "HERALD_TIMER_INTERVAL_MS",
+        global = true,
+        default_value = "250",
+        value_parser = millis
+    )]
+    timer_interval_ms: Duration,
+    /// Sender (phone_number_id) of dispatch and schedule runs whose steps name none (default:
+    /// the sandbox's).
+    #[arg(
+        long,
+        env = "HERALD_DEFAULT_SENDER",
+        global = true,
+        default_value = SANDBOX_PHONE_NUMBER_ID
+    )]
+    default_sender: String,
+    /// Runs a dispatch starts per second (0.01 to 1000) unless it says otherwise.
+    #[arg(
+        long,
+        env = "HERALD_DISPATCH_RATE",
+        global = true,
+        default_value = "80",
+        value_parser = dispatch_rate
+    )]
+    dispatch_rate: f64,
+    /// How often, in milliseconds (at least 10), the scheduler starts dispatch runs and fires
+    /// schedules.
+    #[arg(
+        long,
+        env = "HERALD_DISPATCH_INTERVAL_MS",
+        global = true,
+        default_value = "200",
+        value_parser = dispatch_interval
+    )]
+    dispatch_interval_ms: Duration,
+    /// Bearer token of /api/v1. Unset, the API refuses every request, except in sandbox mode,
+    /// where it is herald-sandbox-api-token.
+    #[arg(
+        long,
+        env = "HERALD_API_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    api_token: Option<Secret>,
+    /// Comma-separated; an inbound text or button that is exactly one of them (trimmed, any
+    /// case) opts the contact out of marketing templates.
+    #[arg(
+        long,
+        env = "HERALD_OPT_OUT_KEYWORDS",
+        global = true,
+        default_value = OptOutKeywords::DEFAULT_OPT_OUT
+    )]
+    opt_out_keywords: String,
+    /// Comma-separated; an inbound text or button that is exactly one of them opts the contact
+    /// back in (a word may not be in both lists).
+    #[arg(
+        long,
+        env = "HERALD_OPT_IN_KEYWORDS",
+        global = true,
+        default_value = OptOutKeywords::DEFAULT_OPT_IN
+    )]
+    opt_in_keywords: String,
+    /// The WhatsApp Business Account whose template list is synced into the run-time template
+    /// catalog (with an access token); unset, no sync.
+    #[arg(long, env = "WHATSAPP_BUSINESS_ACCOUNT_ID", global = true)]
+    whatsapp_business_account_id: Option<String>,
+    /// How often the scheduler syncs the template catalog from the Graph API (at least 1s).
+    #[arg(
+        long,
+        env = "HERALD_TEMPLATE_SYNC_INTERVAL",
+        global = true,
+        default_value = "15m",
+        value_parser = template_sync_interval
+    )]
+    template_sync_interval: Duration,
+    /// Messages per second of each sender, shared by every worker process (per-sender
+    /// overrides in HERALD_SENDERS).
+    #[arg(
+        long,
+        env = "HERALD_SENDER_RATE",
+        global = true,
+        default_value = "80",
+        value_parser = Rate::parse
+    )]
+    sender_rate: Rate,
+    /// Time between two messages to the same customer on the same sender once the burst is
+    /// used (Meta's pair limit, about 1 per 6 s); 0s turns it off.
+    #[arg(
+        long,
+        env = "HERALD_RECIPIENT_GAP",
+        global = true,
+        default_value = "6s",
+        value_parser = duration
+    )]
+    recipient_gap: Duration,
+    /// Messages to one customer allowed back to back before the gap applies (at least 1).
+    #[arg(
+        long,
+        env = "HERALD_RECIPIENT_BURST",
+        global = true,
+        default_value = "5",
+        value_parser = recipient_burst
+    )]
+    recipient_burst: u32,
+    /// Optional per-sender settings (id, display_phone_number, messages_per_second,
+    /// recipient_gap, recipient_burst).
+    #[arg(
+        long,
+        env = "HERALD_SENDERS",
+        global = true,
+        default_value = "senders.yaml"
+    )]
+    senders: PathBuf,
+    /// A send sleeps for its slot up to this long; a later slot defers the step (a durable
+    /// timer, no attempt used).
+    #[arg(
+        long,
+        env = "HERALD_PACING_MAX_WAIT",
+        global = true,
+        default_value = "3s",
+        value_parser = duration
+    )]
+    pacing_max_wait: Duration,
+    /// An offline sender fails fast; after this long, one send goes through as a probe
+    /// (success reconnects it).
+    #[arg(
+        long,
+        env = "HERALD_SENDER_RECHECK",
+        global = true,
+        default_value = "5m",
+        value_parser = duration
+    )]
+    sender_recheck: Duration,
+    /// Bearer token of POST /webhooks/calls. Unset in sandbox mode with HERALD_CALLS_SECRET
+    /// unset too, it is herald-sandbox-calls-token.
+    #[arg(
+        long,
+        env = "HERALD_CALLS_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    calls_token: Option<Secret>,
+    /// HMAC-SHA256 secret of X-Herald-Signature-256 on POST /webhooks/calls; with neither it nor
+    /// a calls token outside the sandbox, the endpoint answers 401.
+    #[arg(
+        long,
+        env = "HERALD_CALLS_SECRET",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    calls_secret: Option<Secret>,
+    /// The phone_number_id a call's follow-up goes out on when the call names no sender
+    /// (default: the sandbox's).
+    #[arg(
+        long,
+        env = "HERALD_CALLS_SENDER",
+        global = true,
+        default_value = SANDBOX_PHONE_NUMBER_ID
+    )]
+    calls_sender: String,
+}
 
-impl Config {
-    /// Reads the configuration from `HERALD_*` and `WHATSAPP_*` variables.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+/// `HERALD_LOG_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn secret(raw: &str) -> Result<Secret, Infallible> {
+    Ok(Secret::new(raw))
+}
+
+fn socket_addr(raw: &str) -> anyhow::Result<SocketAddr> {
+    raw.parse()
+        .with_context(|| format!("'{raw}' is not host:port"))
+}
+
+fn base_url(raw: &str) -> Result<String, Infallible> {
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn whole_number(raw: &str) -> anyhow::Result<u64> {
+    raw.parse()
+        .with_context(|| format!("'{raw}' is not a whole number"))
+}
+
+fn whole_usize(raw: &str) -> anyhow::Result<usize> {
+    Ok(whole_number(raw)? as usize)
+}
+
+fn whole_u32(raw: &str) -> anyhow::Result<u32> {
+    Ok(whole_number(raw)? as u32)
+}
+
+fn prefetch(raw: &str) -> anyhow::Result<u16> {
+    Ok(whole_number(raw)?.clamp(1, 65535) as u16)
+}
+
+fn retry_attempts(raw: &str) -> anyhow::Result<u32> {
+    Ok(whole_number(raw)?.clamp(1, 100) as u32)
+}
+
+fn recipient_burst(raw: &str) -> anyhow::Result<u32> {
+    match whole_number(raw)? {
+        0 => bail!("must be at least 1"),
+        n => Ok(n.min(10_000) as u32),
     }
+}
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |key: &str| get(key).filter(|v| !v.trim().is_empty());
-        let access_token = var("WHATSAPP_ACCESS_TOKEN").map(Secret::new);
-        let access_token_set = access_token.is_some();
-        let app_secret = match var("WHATSAPP_APP_SECRET") {
-            Some(s) => Secret::new(s),
-            None if access_token.is_none() => Secret::new(SANDBOX_APP_SECRET),
+fn millis(raw: &str) -> anyhow::Result<Duration> {
+    whole_number(raw).map(Duration::from_millis)
+}
+
+fn dispatch_interval(raw: &str) -> anyhow::Result<Duration> {
+    Ok(Duration::from_millis(whole_number(raw)?.max(10)))
+}
+
+/// `90s`, `10m`, `2h`, `3d`, `500ms`.
+fn duration(raw: &str) -> Result<Duration, String> {
+    crate::domain::HumanDuration::parse(raw).map(|d| d.get())
+}
+
+fn template_sync_interval(raw: &str) -> Result<Duration, String> {
+    Ok(duration(raw)?.max(Duration::from_secs(1)))
+}
+
+fn dispatch_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(r) if (0.01..=1000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{raw}' is not a rate between 0.01 and 1000 per second"
+        )),
+    }
+}
+
+impl ConfigArgs {
+    /// The typed [`Config`], with the defaults that depend on other settings (sandbox mode) and
+    /// the checks across settings.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let sandbox = self.whatsapp_access_token.is_none();
+        let app_secret = match self.whatsapp_app_secret {
+            Some(s) => s,
+            None if sandbox => Secret::new(SANDBOX_APP_SECRET),
             None => bail!(
                 "WHATSAPP_APP_SECRET is required when WHATSAPP_ACCESS_TOKEN is set \
                  (webhooks are verified with the Meta app secret)"
             ),
         };
-        let listen = var("HERALD_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("HERALD_LISTEN: '{listen}' is not host:port"))?;
-        let queue_type = match var("HERALD_AMQP_QUEUE_TYPE").as_deref() {
-            None | Some("quorum") => QueueType::Quorum,
-            Some("classic") => QueueType::Classic,
-            Some(other) => bail!("HERALD_AMQP_QUEUE_TYPE: '{other}' is not quorum or classic"),
-        };
-        let number = |key: &str, default: u64| -> anyhow::Result<u64> {
-            match var(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse()
-                    .with_context(|| format!("{key}: '{v}' is not a whole number")),
-            }
-        };
-        let duration = |key: &str, default: Duration| -> anyhow::Result<Duration> {
-            match var(key) {
-                None => Ok(default),
-                Some(v) => Ok(crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?
-                    .get()),
-            }
-        };
-        let log_json = match var("HERALD_LOG_FORMAT").as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => bail!("HERALD_LOG_FORMAT: '{other}' is not json or text"),
-        };
-        let calls_secret = var("HERALD_CALLS_SECRET").map(Secret::new);
-        let calls_token = match var("HERALD_CALLS_TOKEN") {
-            Some(t) => Some(Secret::new(t)),
-            None if calls_secret.is_none() && access_token.is_none() => {
+        let calls_token = match self.calls_token {
+            Some(t) => Some(t),
+            None if self.calls_secret.is_none() && sandbox => {
                 Some(Secret::new(SANDBOX_CALLS_TOKEN))
             }
             None => None,
         };
-        Ok(Config {
-            calls_token,
-            calls_secret,
-            calls_sender: var("HERALD_CALLS_SENDER")
-                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
-            database_url: var("HERALD_DATABASE_URL")
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/herald".into()),
-            amqp_url: var("HERALD_AMQP_URL")
-                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-            amqp_prefix: var("HERALD_AMQP_PREFIX").unwrap_or_else(|| "herald".into()),
-            amqp_queue_type: queue_type,
-            amqp_queue_expires_ms: match var("HERALD_AMQP_QUEUE_EXPIRES_MS") {
-                None => None,
-                Some(v) => Some(v.parse().with_context(|| {
-                    format!("HERALD_AMQP_QUEUE_EXPIRES_MS: '{v}' is not a whole number")
-                })?),
-            },
-            listen,
-            workflows_dir: var("HERALD_WORKFLOWS")
-                .unwrap_or_else(|| "workflows".into())
-                .into(),
-            app_secret,
-            verify_token: var("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
-            access_token,
-            api_base_url: var("WHATSAPP_API_BASE_URL")
-                .unwrap_or_else(|| "https://graph.facebook.com/v24.0".into())
-                .trim_end_matches('/')
-                .to_string(),
-            max_body_bytes: number("HERALD_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
-            log_json,
-            worker_prefetch: number("HERALD_WORKER_PREFETCH", 256)?.clamp(1, 65535) as u16,
-            matcher_prefetch: number("HERALD_MATCHER_PREFETCH", 256)?.clamp(1, 65535) as u16,
-            outbox_interval: Duration::from_millis(number("HERALD_OUTBOX_INTERVAL_MS", 1000)?),
-            provider_timeout: Duration::from_millis(number("HERALD_PROVIDER_TIMEOUT_MS", 10_000)?),
-            db_max_connections: number("HERALD_DB_MAX_CONNECTIONS", 32)? as u32,
-            notify_webhook_url: var("HERALD_NOTIFY_WEBHOOK_URL"),
-            assistants_file: var("HERALD_ASSISTANTS")
-                .unwrap_or_else(|| "assistants.yaml".into())
-                .into(),
-            templates_file: var("HERALD_TEMPLATES")
-                .unwrap_or_else(|| "templates.yaml".into())
-                .into(),
-            retry_wait: match var("HERALD_RETRY_WAIT") {
-                None => Duration::from_secs(60),
-                Some(v) => crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_RETRY_WAIT: {e}"))?
-                    .get(),
-            },
-            retry_attempts: number("HERALD_RETRY_ATTEMPTS", 2)?.clamp(1, 100) as u32,
-            timer_interval: Duration::from_millis(number("HERALD_TIMER_INTERVAL_MS", 250)?),
-            default_sender: var("HERALD_DEFAULT_SENDER")
-                .unwrap_or_else(|| SANDBOX_PHONE_NUMBER_ID.into()),
-            dispatch_rate: match var("HERALD_DISPATCH_RATE") {
-                None => 80.0,
-                Some(v) => match v.parse::<f64>() {
-                    Ok(r) if (0.01..=1000.0).contains(&r) => r,
-                    _ => bail!(
-                        "HERALD_DISPATCH_RATE: '{v}' is not a rate between 0.01 and 1000 per second"
-                    ),
-                },
-            },
-            dispatch_interval: Duration::from_millis(
-                number("HERALD_DISPATCH_INTERVAL_MS", 200)?.max(10),
-            ),
-            api_token: match var("HERALD_API_TOKEN") {
-                Some(t) => Some(Secret::new(t)),
-                None if access_token_set => None,
-                None => Some(Secret::new(SANDBOX_API_TOKEN)),
-            },
-            opt_out_keywords: crate::domain::OptOutKeywords::parse(
-                &var("HERALD_OPT_OUT_KEYWORDS")
-                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_OUT.into()),
-                &var("HERALD_OPT_IN_KEYWORDS")
-                    .unwrap_or_else(|| crate::domain::OptOutKeywords::DEFAULT_OPT_IN.into()),
-            )
+        let api_token = match self.api_token {
+            Some(t) => Some(t),
+            None if sandbox => Some(Secret::new(SANDBOX_API_TOKEN)),
+            None => None,
+        };
+        let opt_out_keywords = OptOutKeywords::parse(&self.opt_out_keywords, &self.opt_in_keywords)
             .map_err(|e| {
                 anyhow::anyhow!("HERALD_OPT_OUT_KEYWORDS / HERALD_OPT_IN_KEYWORDS: {e}")
-            })?,
-            business_account_id: var("WHATSAPP_BUSINESS_ACCOUNT_ID"),
-            template_sync_interval: match var("HERALD_TEMPLATE_SYNC_INTERVAL") {
-                None => Duration::from_secs(15 * 60),
-                Some(v) => crate::domain::HumanDuration::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_TEMPLATE_SYNC_INTERVAL: {e}"))?
-                    .get()
-                    .max(Duration::from_secs(1)),
-            },
-            sender_rate: match var("HERALD_SENDER_RATE") {
-                None => crate::domain::Rate::try_from(80.0).map_err(anyhow::Error::msg)?,
-                Some(v) => crate::domain::Rate::parse(&v)
-                    .map_err(|e| anyhow::anyhow!("HERALD_SENDER_RATE: {e}"))?,
-            },
-            recipient_gap: duration("HERALD_RECIPIENT_GAP", Duration::from_secs(6))?,
-            recipient_burst: match number("HERALD_RECIPIENT_BURST", 5)? {
-                0 => bail!("HERALD_RECIPIENT_BURST: must be at least 1"),
-                n => n.min(10_000) as u32,
-            },
-            senders_file: var("HERALD_SENDERS")
-                .unwrap_or_else(|| "senders.yaml".into())
-                .into(),
-            pacing_max_wait: duration("HERALD_PACING_MAX_WAIT", Duration::from_secs(3))?,
-            sender_recheck: duration("HERALD_SENDER_RECHECK", Duration::from_secs(300))?,
+            })?;
+        Ok(Config {
+            database_url: self.database_url,
+            amqp_url: self.amqp_url,
+            amqp_prefix: self.amqp_prefix,
+            amqp_queue_type: self.amqp_queue_type,
+            amqp_queue_expires_ms: self.amqp_queue_expires_ms,
+            listen: self.listen,
+            workflows_dir: self.workflows,
+            app_secret,
+            verify_token: self.whatsapp_verify_token,
+            access_token: self.whatsapp_access_token,
+            api_base_url: self.whatsapp_api_base_url,
+            max_body_bytes: self.max_body_bytes,
+            log_json: self.log_format == LogFormat::Json,
+            worker_prefetch: self.worker_prefetch,
+            matcher_prefetch: self.matcher_prefetch,
+            outbox_interval: self.outbox_interval_ms,
+            provider_timeout: self.provider_timeout_ms,
+            db_max_connections: self.db_max_connections,
+            notify_webhook_url: self.notify_webhook_url.map(|url| url.0),
+            assistants_file: self.assistants,
+            templates_file: self.templates,
+            retry_wait: self.retry_wait,
+            retry_attempts: self.retry_attempts,
+            timer_interval: self.timer_interval_ms,
+            default_sender: self.default_sender,
+            dispatch_rate: self.dispatch_rate,
+            dispatch_interval: self.dispatch_interval_ms,
+            api_token,
+            opt_out_keywords,
+            business_account_id: self.whatsapp_business_account_id,
+            template_sync_interval: self.template_sync_interval,
+            sender_rate: self.sender_rate,
+            recipient_gap: self.recipient_gap,
+            recipient_burst: self.recipient_burst,
+            senders_file: self.senders,
+            pacing_max_wait: self.pacing_max_wait,
+            sender_recheck: self.sender_recheck,
+            calls_token,
+            calls_secret: self.calls_secret,
+            calls_sender: self.calls_sender,
         })
+    }
+}
+
+/// One configuration variable as declared in [`ConfigArgs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// The environment variable (`HERALD_LISTEN`).
+    pub name: String,
+    /// The flag (`--listen`).
+    pub flag: String,
+    /// Its default as written on the command line; `None`: unset.
+    pub default: Option<String>,
+}
+
+/// Every configuration variable, in declaration order.
+pub fn variables() -> Vec<Variable> {
+    ConfigArgs::augment_args(Command::new("herald"))
+        .get_arguments()
+        .filter_map(|arg| {
+            Some(Variable {
+                name: arg.get_env()?.to_string_lossy().into_owned(),
+                flag: format!("--{}", arg.get_long()?),
+                default: match arg.get_default_values() {
+                    [] => None,
+                    values => Some(
+                        values
+                            .iter()
+                            .map(|v| v.to_string_lossy())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                },
+            })
+        })
+        .collect()
+}
+
+/// `cmd` without the environment variables that are set but blank (or not UTF-8). Clap would hand
+/// their value to the parser; Herald takes such a variable as unset, so its default applies.
+/// (`--help` then shows no `[env: ...]` for that flag.)
+pub fn ignore_blank_env(cmd: Command) -> Command {
+    cmd.mut_args(|arg| {
+        let blank = arg.get_env().is_some_and(|name| {
+            std::env::var_os(name).is_some_and(|v| v.to_str().is_none_or(|v| v.trim().is_empty()))
+        });
+        if blank { arg.env(None) } else { arg }
+    })
+}
+
+/// A clap error about a configuration value, as an error that names the variable and its flag
+/// (`HERALD_LISTEN (--listen): 'x' is not host:port`); `None` for any other clap error (help,
+/// usage, another command's argument).
+pub fn value_error(err: &clap::Error) -> Option<anyhow::Error> {
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let mut cmd = ConfigArgs::augment_args(Command::new("herald"));
+    cmd.build();
+    let arg: &Arg = cmd
+        .get_arguments()
+        .find(|arg| arg.to_string() == *invalid)?;
+    let reason = match err.kind() {
+        ErrorKind::ValueValidation => {
+            let mut reason = String::new();
+            let mut cause = std::error::Error::source(err);
+            while let Some(e) = cause {
+                if !reason.is_empty() {
+                    reason.push_str(": ");
+                }
+                reason.push_str(&e.to_string());
+                cause = e.source();
+            }
+            reason
+        }
+        ErrorKind::InvalidValue => {
+            let value = match err.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.as_str(),
+                _ => "",
+            };
+            let valid = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => v.join(" or "),
+                _ => String::new(),
+            };
+            format!("'{value}' is not {valid}")
+        }
+        _ => return None,
+    };
+    Some(anyhow::anyhow!(
+        "{} (--{}): {reason}",
+        arg.get_env()?.to_string_lossy(),
+        arg.get_long()?
+    ))
+}
+
+impl Config {
+    /// Reads the configuration from the process's `HERALD_*` and `WHATSAPP_*` variables.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads the configuration from `get` (variable -> value) instead of the process's
+    /// environment, through the same declarations as the command line. A blank value is unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let cmd = ConfigArgs::augment_args(Command::new("herald").no_binary_name(true));
+        // Each value set goes in as its flag; the process's environment is left out.
+        let args: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|arg| {
+                let value = get(arg.get_env()?.to_str()?).filter(|v| !v.trim().is_empty())?;
+                Some(format!("--{}={value}", arg.get_long()?))
+            })
+            .collect();
+        let mut cmd = cmd.mut_args(|arg| arg.env(None));
+        let matches = cmd
+            .try_get_matches_from_mut(args)
+            .map_err(|e| value_error(&e).unwrap_or_else(|| anyhow::anyhow!("{}", e.render())))?;
+        ConfigArgs::from_arg_matches(&matches)
+            .map_err(|e| anyhow::anyhow!("{}", e.render()))?
+            .into_config()
     }
 
     /// True when sends go to the sandbox instead of the Graph API.
@@ -297,6 +781,176 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn blank_values_are_unset_and_out_of_range_numbers_are_clamped() {
+        let blank = config(&[
+            ("HERALD_LISTEN", "  "),
+            ("HERALD_LOG_FORMAT", ""),
+            ("WHATSAPP_ACCESS_TOKEN", "\t"),
+            ("HERALD_RETRY_WAIT", " "),
+        ])
+        .unwrap();
+        assert_eq!(blank.listen.to_string(), "127.0.0.1:8080");
+        assert!(!blank.log_json && blank.sandbox());
+        assert_eq!(blank.retry_wait, Duration::from_secs(60));
+        let low = config(&[
+            ("HERALD_WORKER_PREFETCH", "0"),
+            ("HERALD_RETRY_ATTEMPTS", "0"),
+            ("HERALD_DISPATCH_INTERVAL_MS", "9"),
+            ("HERALD_TEMPLATE_SYNC_INTERVAL", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(low.worker_prefetch, 1);
+        assert_eq!(low.retry_attempts, 1);
+        assert_eq!(low.dispatch_interval, Duration::from_millis(10));
+        assert_eq!(low.template_sync_interval, Duration::from_secs(1));
+        let high = config(&[
+            ("HERALD_MATCHER_PREFETCH", "70000"),
+            ("HERALD_RETRY_ATTEMPTS", "1000"),
+            ("HERALD_RECIPIENT_BURST", "20000"),
+        ])
+        .unwrap();
+        assert_eq!(high.matcher_prefetch, 65535);
+        assert_eq!(high.retry_attempts, 100);
+        assert_eq!(high.recipient_burst, 10_000);
+        let written = config(&[
+            ("WHATSAPP_API_BASE_URL", "http://graph.test:1/"),
+            ("WHATSAPP_ACCESS_TOKEN", "-starts-with-a-dash"),
+            ("WHATSAPP_APP_SECRET", "a=b"),
+        ])
+        .unwrap();
+        assert_eq!(written.api_base_url, "http://graph.test:1");
+        assert_eq!(
+            written.access_token.as_ref().map(Secret::expose),
+            Some("-starts-with-a-dash")
+        );
+        assert_eq!(written.app_secret.expose(), "a=b");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_its_flag() {
+        let err = config(&[("HERALD_AMQP_QUEUE_TYPE", "stream")]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "HERALD_AMQP_QUEUE_TYPE (--amqp-queue-type): 'stream' is not quorum or classic"
+        );
+        let err = config(&[("HERALD_MAX_BODY_BYTES", "4 MiB")]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "HERALD_MAX_BODY_BYTES (--max-body-bytes): '4 MiB' is not a whole number: \
+             invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn every_flag_is_its_variable_in_lowercase_without_the_herald_prefix() {
+        let variables = variables();
+        assert!(variables.len() >= 41, "{variables:?}");
+        for v in variables {
+            let expected = v.name.trim_start_matches("HERALD_").to_lowercase();
+            assert_eq!(v.flag, format!("--{}", expected.replace('_', "-")));
+        }
+    }
+
+    #[test]
+    fn the_command_line_declares_each_flag_once_and_hides_secrets() {
+        use clap::{CommandFactory, Parser};
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "herald",
+            "--whatsapp-access-token=tok-123",
+            "--whatsapp-app-secret=sec-456",
+            "--notify-webhook-url=https://hooks.test/hook-789",
+            "migrate",
+        ])
+        .unwrap();
+        let printed = format!("{cli:?}");
+        for secret in ["tok-123", "sec-456", "hook-789"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let config = cli.config.into_config().unwrap();
+        assert_eq!(
+            config.access_token.as_ref().map(Secret::expose),
+            Some("tok-123")
+        );
+        assert_eq!(
+            config.notify_webhook_url.as_deref(),
+            Some("https://hooks.test/hook-789")
+        );
+    }
+
+    /// The rows of README.md's configuration table: each variable named in the first column,
+    /// with the default column.
+    fn readme_table(readme: &str) -> Vec<(String, String)> {
+        const HEADER: &str = "| variable | default | meaning |";
+        let mut lines = readme.lines().skip_while(|l| l.trim() != HEADER);
+        assert!(
+            lines.next().is_some(),
+            "README.md has no table headed {HEADER}"
+        );
+        lines.next(); // |---|---|---|
+        let mut rows = Vec::new();
+        for line in lines.take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split(" | ")
+                .map(str::trim)
+                .collect();
+            assert_eq!(cells.len(), 3, "not a row of three cells: {line}");
+            // `A` / `B`: the backticked words of the first cell.
+            for name in cells[0].split('`').skip(1).step_by(2) {
+                rows.push((name.to_string(), cells[1].to_string()));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn the_readme_configuration_table_lists_every_variable_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("read README.md");
+        let table = readme_table(&readme);
+        let declared = variables();
+        let mut differences = Vec::new();
+        for v in &declared {
+            let default = match &v.default {
+                Some(d) => format!("`{d}`"),
+                None => "unset".to_string(),
+            };
+            let cells: Vec<&String> = table
+                .iter()
+                .filter(|(name, _)| *name == v.name)
+                .map(|(_, cell)| cell)
+                .collect();
+            match cells[..] {
+                [] => differences.push(format!(
+                    "- {}: missing from the table (default: {default})",
+                    v.name
+                )),
+                [cell] if !cell.starts_with(&default) => differences.push(format!(
+                    "~ {}: the table's default is \"{cell}\"; it should begin with {default}",
+                    v.name
+                )),
+                [_] => {}
+                _ => differences.push(format!("~ {}: in the table more than once", v.name)),
+            }
+        }
+        for (name, _) in &table {
+            if !declared.iter().any(|v| v.name == *name) {
+                differences.push(format!(
+                    "+ {name}: in the table, but ConfigArgs declares no such variable"
+                ));
+            }
+        }
+        assert!(
+            differences.is_empty(),
+            "README.md's configuration table differs from ConfigArgs in src/config.rs \
+             (- missing from the table, + not a variable, ~ default differs):\n{}",
+            differences.join("\n")
+        );
     }
 
     #[test]

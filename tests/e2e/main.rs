@@ -5,6 +5,7 @@ mod ai;
 mod api;
 mod batching;
 mod calls;
+mod configuration;
 mod contacts;
 mod control;
 mod dispatch;
