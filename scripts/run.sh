@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-dev.sh
+# Sandbox mode only here, where it is asked for: sends are recorded, credentials are defaults.
+export HERALD_SANDBOX="${HERALD_SANDBOX:-true}"
 exec cargo run --release --locked -- serve "$@"

@@ -102,6 +102,14 @@ pub async fn start(
     roles: &[Role],
     workflows: Workflows,
 ) -> anyhow::Result<Running> {
+    config.check_credentials_for(runs(roles, Role::Ingress), runs(roles, Role::Worker))?;
+    if config.sandbox() {
+        tracing::warn!(
+            listen = %config.listen,
+            "SANDBOX MODE (HERALD_SANDBOX): sends are recorded by the sandbox sender, never sent \
+             to Meta; unset credentials use public defaults. Never expose this process."
+        );
+    }
     let config = Arc::new(config);
     let pool = db::connect(&config.database_url, config.db_max_connections).await?;
     db::migrate(&pool).await?;
@@ -110,6 +118,8 @@ pub async fn start(
         .await
         .context("connect to RabbitMQ (HERALD_AMQP_URL)")?;
     let workflows: SharedWorkflows = Arc::new(workflows);
+    // Without a token outside the sandbox, no role of this process sends (the worker refused
+    // to start above); the template sync below needs the token too.
     let whatsapp = match &config.access_token {
         Some(token) => {
             WhatsApp::graph(&config.api_base_url, token.clone(), config.provider_timeout)?
@@ -186,10 +196,10 @@ pub async fn start(
     crate::templates::seed_from_config(&pool, catalog.as_ref())
         .await
         .context("store templates.yaml in the template catalog")?;
-    if let (true, Some(waba), false) = (
+    if let (true, Some(waba), true) = (
         runs(roles, Role::Scheduler),
         config.business_account_id.clone(),
-        config.sandbox(),
+        config.access_token.is_some(),
     ) {
         tasks.spawn(crate::templates::run_sync(
             pool.clone(),
@@ -248,10 +258,12 @@ pub async fn start(
     let mut router = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { telemetry::metrics().render() }))
+        .route("/metrics", get(metrics))
         .with_state(Health {
             pool: pool.clone(),
             bus: bus.clone(),
+            sandbox: config.sandbox(),
+            ops_token: config.ops_token.clone(),
         });
     if runs(roles, Role::Ingress) {
         router = router.merge(crate::api::router(crate::api::ApiState {
@@ -315,9 +327,44 @@ pub fn dispatch_defaults(config: &Config) -> crate::dispatch::Defaults {
 struct Health {
     pool: PgPool,
     bus: Bus,
+    sandbox: bool,
+    ops_token: Option<crate::config::Secret>,
 }
 
-async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+impl Health {
+    /// Whether the request may see operational details: no `HERALD_OPS_TOKEN` is set, or the
+    /// request carries it as a bearer token.
+    fn shows_details(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.ops_token else {
+            return true;
+        };
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                crate::ingress::signature::equal(
+                    given.trim().as_bytes(),
+                    expected.expose().as_bytes(),
+                )
+            })
+    }
+}
+
+/// Prometheus metrics; behind `HERALD_OPS_TOKEN` when it is set.
+async fn metrics(State(h): State<Health>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    if !h.shows_details(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <HERALD_OPS_TOKEN>".to_string(),
+        );
+    }
+    (StatusCode::OK, telemetry::metrics().render())
+}
+
+/// Ready when PostgreSQL and RabbitMQ answer. Public answers carry no driver error (it may name
+/// hosts and users): those are logged; the details need `HERALD_OPS_TOKEN` when it is set.
+async fn readyz(State(h): State<Health>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let db = tokio::time::timeout(
         Duration::from_secs(2),
         sqlx::query("SELECT 1").execute(&h.pool),
@@ -326,21 +373,30 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     .map_err(|_| "timed out".to_string())
     .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
     let amqp = h.bus.ensure().await.map_err(|e| e.to_string());
+    for (what, result) in [("postgres", &db), ("rabbitmq", &amqp)] {
+        if let Err(e) = result {
+            tracing::warn!(dependency = what, error = %e, "not ready");
+        }
+    }
     let ok = db.is_ok() && amqp.is_ok();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let show = |r: &Result<(), String>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.clone(),
-    };
+    let word = if ok { "ready" } else { "not ready" };
+    if !h.shows_details(&headers) {
+        return (status, Json(json!({"status": word})));
+    }
+    let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
     (
         status,
-        Json(
-            json!({"status": if ok {"ready"} else {"not ready"}, "postgres": show(&db), "rabbitmq": show(&amqp)}),
-        ),
+        Json(json!({
+            "status": word,
+            "postgres": show(&db),
+            "rabbitmq": show(&amqp),
+            "sandbox": h.sandbox,
+        })),
     )
 }
 

@@ -512,7 +512,8 @@ async fn simulate_message(config: &Config, m: SimulateMessage) -> anyhow::Result
         .wamid
         .unwrap_or_else(|| format!("wamid.simulated.{}", uuid::Uuid::now_v7().simple()));
     let body = text_message_body(&from, &m.name, &m.text, &m.sender, &wamid);
-    let sig = signature::sign(config.app_secret.expose().as_bytes(), &body);
+    let secret = config.require_app_secret("`herald simulate` signs the webhook with it")?;
+    let sig = signature::sign(secret.expose().as_bytes(), &body);
     let base = m.url.unwrap_or_else(|| format!("http://{}", config.listen));
     let url = format!("{}/webhooks/whatsapp", base.trim_end_matches('/'));
     let response = reqwest::Client::new()

@@ -59,8 +59,11 @@ pub struct Config {
     /// Queues are deleted after this long unused (`x-expires`); for tests, unset in production.
     pub amqp_queue_expires_ms: Option<u64>,
     pub listen: SocketAddr,
+    /// Sandbox mode (`HERALD_SANDBOX`): sends are recorded, not sent; public default credentials.
+    pub sandbox: bool,
     pub workflows_dir: PathBuf,
-    pub app_secret: Secret,
+    /// Meta's app secret (the ingress verifies webhooks with it); in the sandbox, its default.
+    pub app_secret: Option<Secret>,
     pub verify_token: Option<Secret>,
     pub access_token: Option<Secret>,
     pub api_base_url: String,
@@ -98,6 +101,8 @@ pub struct Config {
     /// Bearer token of `/api/v1` (`HERALD_API_TOKEN`). Without one the API refuses every
     /// request, except in sandbox mode, where it is `herald-sandbox-api-token`.
     pub api_token: Option<Secret>,
+    /// Bearer token of /metrics and /readyz's details (`HERALD_OPS_TOKEN`); unset, both are open.
+    pub ops_token: Option<Secret>,
     /// Inbound keywords that opt a contact out of marketing templates, or back in
     /// (`HERALD_OPT_OUT_KEYWORDS`, `HERALD_OPT_IN_KEYWORDS`, comma-separated).
     pub opt_out_keywords: crate::domain::OptOutKeywords,
@@ -170,9 +175,33 @@ pub struct ConfigArgs {
         default_value = "workflows"
     )]
     workflows: PathBuf,
-    /// Meta's app secret; verifies X-Hub-Signature-256 on webhooks. Required with an access
-    /// token; unset in sandbox mode it is herald-sandbox-secret (what `herald simulate` signs
-    /// with).
+    /// Sandbox mode: sends are recorded by the sandbox sender instead of going to Meta, and
+    /// unset credentials take public defaults (herald-sandbox-secret, herald-sandbox-api-token,
+    /// herald-sandbox-calls-token). Only when asked; never with WHATSAPP_ACCESS_TOKEN.
+    #[arg(
+        long,
+        env = "HERALD_SANDBOX",
+        global = true,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    sandbox: bool,
+    /// Let the sandbox listen on a non-loopback address (its credentials are public defaults).
+    #[arg(
+        long,
+        env = "HERALD_SANDBOX_PUBLIC",
+        global = true,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    sandbox_public: bool,
+    /// Meta's app secret; verifies X-Hub-Signature-256 on webhooks. The ingress needs it outside
+    /// the sandbox; in sandbox mode it defaults to herald-sandbox-secret (what `herald simulate`
+    /// signs with).
     #[arg(
         long,
         env = "WHATSAPP_APP_SECRET",
@@ -190,8 +219,7 @@ pub struct ConfigArgs {
         value_parser = secret
     )]
     whatsapp_verify_token: Option<Secret>,
-    /// Graph API bearer token. Unset: sandbox mode (sends go to the sandbox sender, not to
-    /// Meta).
+    /// Graph API bearer token; a worker needs it outside the sandbox.
     #[arg(
         long,
         env = "WHATSAPP_ACCESS_TOKEN",
@@ -378,6 +406,16 @@ pub struct ConfigArgs {
         value_parser = secret
     )]
     api_token: Option<Secret>,
+    /// Bearer token that /metrics and the details of /readyz require when set (unset: both
+    /// open, as on a private network; /readyz never shows driver errors either way).
+    #[arg(
+        long,
+        env = "HERALD_OPS_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    ops_token: Option<Secret>,
     /// Comma-separated; an inbound text or button that is exactly one of them (trimmed, any
     /// case) opts the contact out of marketing templates.
     #[arg(
@@ -576,14 +614,25 @@ impl ConfigArgs {
     /// The typed [`Config`], with the defaults that depend on other settings (sandbox mode) and
     /// the checks across settings.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let sandbox = self.whatsapp_access_token.is_none();
+        let sandbox = self.sandbox;
+        if sandbox && self.whatsapp_access_token.is_some() {
+            bail!(
+                "HERALD_SANDBOX and WHATSAPP_ACCESS_TOKEN are both set: the sandbox never \
+                 calls Meta; unset one of them"
+            );
+        }
+        if sandbox && !self.listen.ip().is_loopback() && !self.sandbox_public {
+            bail!(
+                "HERALD_SANDBOX: the sandbox's credentials are public defaults, so it listens only \
+                 on a loopback address (HERALD_LISTEN is {}); set HERALD_SANDBOX_PUBLIC=true to \
+                 listen there anyway",
+                self.listen
+            );
+        }
         let app_secret = match self.whatsapp_app_secret {
-            Some(s) => s,
-            None if sandbox => Secret::new(SANDBOX_APP_SECRET),
-            None => bail!(
-                "WHATSAPP_APP_SECRET is required when WHATSAPP_ACCESS_TOKEN is set \
-                 (webhooks are verified with the Meta app secret)"
-            ),
+            Some(s) => Some(s),
+            None if sandbox => Some(Secret::new(SANDBOX_APP_SECRET)),
+            None => None,
         };
         let calls_token = match self.calls_token {
             Some(t) => Some(t),
@@ -608,6 +657,7 @@ impl ConfigArgs {
             amqp_queue_type: self.amqp_queue_type,
             amqp_queue_expires_ms: self.amqp_queue_expires_ms,
             listen: self.listen,
+            sandbox,
             workflows_dir: self.workflows,
             app_secret,
             verify_token: self.whatsapp_verify_token,
@@ -630,6 +680,7 @@ impl ConfigArgs {
             dispatch_rate: self.dispatch_rate,
             dispatch_interval: self.dispatch_interval_ms,
             api_token,
+            ops_token: self.ops_token,
             opt_out_keywords,
             business_account_id: self.whatsapp_business_account_id,
             template_sync_interval: self.template_sync_interval,
@@ -766,7 +817,31 @@ impl Config {
 
     /// True when sends go to the sandbox instead of the Graph API.
     pub fn sandbox(&self) -> bool {
-        self.access_token.is_none()
+        self.sandbox
+    }
+
+    /// The app secret, or an error naming the variable: outside the sandbox it has no default.
+    pub fn require_app_secret(&self, needed_for: &str) -> anyhow::Result<&Secret> {
+        self.app_secret.as_ref().with_context(|| {
+            format!(
+                "WHATSAPP_APP_SECRET is not set: {needed_for} (or set HERALD_SANDBOX=true to \
+                 try Herald with the sandbox's public defaults)"
+            )
+        })
+    }
+
+    /// Refuses to start `roles` that need a credential this configuration lacks, naming it.
+    pub fn check_credentials_for(&self, ingress: bool, worker: bool) -> anyhow::Result<()> {
+        if ingress {
+            self.require_app_secret("the ingress verifies Meta's webhooks with it")?;
+        }
+        if worker && !self.sandbox && self.access_token.is_none() {
+            bail!(
+                "WHATSAPP_ACCESS_TOKEN is not set: a worker sends through the Graph API with it \
+                 (or set HERALD_SANDBOX=true to record sends in the sandbox instead)"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -793,7 +868,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(blank.listen.to_string(), "127.0.0.1:8080");
-        assert!(!blank.log_json && blank.sandbox());
+        assert!(!blank.log_json);
+        assert!(
+            !blank.sandbox() && blank.access_token.is_none(),
+            "a blank token (a secrets injector's empty value) is unset, and turns on no sandbox"
+        );
         assert_eq!(blank.retry_wait, Duration::from_secs(60));
         let low = config(&[
             ("HERALD_WORKER_PREFETCH", "0"),
@@ -826,7 +905,7 @@ mod tests {
             written.access_token.as_ref().map(Secret::expose),
             Some("-starts-with-a-dash")
         );
-        assert_eq!(written.app_secret.expose(), "a=b");
+        assert_eq!(written.app_secret.as_ref().map(Secret::expose), Some("a=b"));
     }
 
     #[test]
@@ -954,19 +1033,70 @@ mod tests {
     }
 
     #[test]
-    fn defaults_point_at_the_local_services_and_the_sandbox() {
+    fn defaults_point_at_the_local_services_with_no_sandbox_and_no_default_credential() {
         let c = config(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/herald");
-        assert!(c.sandbox());
-        assert_eq!(c.app_secret.expose(), SANDBOX_APP_SECRET);
+        assert!(!c.sandbox(), "the sandbox only when asked");
+        assert!(c.app_secret.is_none() && c.api_token.is_none() && c.calls_token.is_none());
         assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+        let sandbox = config(&[("HERALD_SANDBOX", "true")]).unwrap();
+        assert!(sandbox.sandbox());
+        assert_eq!(
+            sandbox.app_secret.as_ref().map(Secret::expose),
+            Some(SANDBOX_APP_SECRET)
+        );
+        assert_eq!(
+            sandbox.api_token.as_ref().map(Secret::expose),
+            Some(SANDBOX_API_TOKEN)
+        );
     }
 
     #[test]
-    fn an_access_token_without_app_secret_is_refused() {
-        let err = config(&[("WHATSAPP_ACCESS_TOKEN", "t")]).unwrap_err();
-        assert!(err.to_string().contains("WHATSAPP_APP_SECRET"));
+    fn a_role_lacking_its_credential_is_refused_naming_the_variable() {
+        let bare = config(&[]).unwrap();
+        let ingress = bare.check_credentials_for(true, false).unwrap_err();
+        assert!(
+            ingress.to_string().contains("WHATSAPP_APP_SECRET"),
+            "{ingress}"
+        );
+        let worker = bare.check_credentials_for(false, true).unwrap_err();
+        assert!(
+            worker.to_string().contains("WHATSAPP_ACCESS_TOKEN"),
+            "{worker}"
+        );
+        bare.check_credentials_for(false, false)
+            .expect("a matcher or scheduler needs neither");
+        let live = config(&[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")]).unwrap();
+        live.check_credentials_for(true, true).unwrap();
+        let sandbox = config(&[("HERALD_SANDBOX", "1")]).unwrap();
+        sandbox.check_credentials_for(true, true).unwrap();
+    }
+
+    #[test]
+    fn the_sandbox_refuses_a_token_and_a_public_address_unless_told() {
+        let both =
+            config(&[("HERALD_SANDBOX", "true"), ("WHATSAPP_ACCESS_TOKEN", "t")]).unwrap_err();
+        assert!(both.to_string().contains("WHATSAPP_ACCESS_TOKEN"), "{both}");
+        let public = config(&[
+            ("HERALD_SANDBOX", "true"),
+            ("HERALD_LISTEN", "0.0.0.0:8080"),
+        ])
+        .unwrap_err();
+        assert!(
+            public.to_string().contains("HERALD_SANDBOX_PUBLIC"),
+            "{public}"
+        );
+        let told = config(&[
+            ("HERALD_SANDBOX", "true"),
+            ("HERALD_LISTEN", "0.0.0.0:8080"),
+            ("HERALD_SANDBOX_PUBLIC", "true"),
+        ])
+        .unwrap();
+        assert!(told.sandbox());
+        let ipv6 = config(&[("HERALD_SANDBOX", "true"), ("HERALD_LISTEN", "[::1]:8080")]);
+        assert!(ipv6.is_ok(), "the IPv6 loopback is a loopback");
+        assert!(!config(&[("HERALD_SANDBOX", "false")]).unwrap().sandbox());
     }
 
     #[test]
@@ -1008,7 +1138,7 @@ mod tests {
 
     #[test]
     fn the_call_webhook_has_a_sandbox_token_only_in_sandbox_mode() {
-        let sandbox = config(&[]).unwrap();
+        let sandbox = config(&[("HERALD_SANDBOX", "true")]).unwrap();
         assert_eq!(
             sandbox.calls_token.as_ref().map(Secret::expose),
             Some(SANDBOX_CALLS_TOKEN)

@@ -465,7 +465,13 @@ mod tests {
         let live = config(&[("WHATSAPP_ACCESS_TOKEN", "t"), ("WHATSAPP_APP_SECRET", "s")]);
         let h = headers(&[("authorization", "Bearer herald-sandbox-calls-token")]);
         assert_eq!(authenticate(&live, &h, b"{}"), Err(Refused::NotConfigured));
-        let sandbox = config(&[]);
+        let bare = config(&[]);
+        assert_eq!(
+            authenticate(&bare, &h, b"{}"),
+            Err(Refused::NotConfigured),
+            "no access token is not the sandbox"
+        );
+        let sandbox = config(&[("HERALD_SANDBOX", "true")]);
         assert_eq!(authenticate(&sandbox, &h, b"{}"), Ok(()));
     }
 }

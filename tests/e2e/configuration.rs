@@ -86,9 +86,15 @@ fn a_bad_variable_stops_every_command_naming_it_and_a_blank_one_is_unset() {
         stderr.contains("herald: configuration: HERALD_LISTEN (--listen): 'nope' is not host:port"),
         "{stderr}"
     );
-    let out = herald(&["workflows", "schema"], &[("WHATSAPP_ACCESS_TOKEN", "t")]);
+    let out = herald(
+        &["workflows", "schema"],
+        &[("HERALD_SANDBOX", "true"), ("WHATSAPP_ACCESS_TOKEN", "t")],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WHATSAPP_APP_SECRET is required"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("HERALD_SANDBOX and WHATSAPP_ACCESS_TOKEN are both set")
+    );
     let out = herald(
         &["workflows", "schema"],
         &[
@@ -98,4 +104,49 @@ fn a_bad_variable_stops_every_command_naming_it_and_a_blank_one_is_unset() {
         ],
     );
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Outside the sandbox a role that lacks its credential does not start (before it connects to
+/// anything), naming the variable: no public default takes its place.
+#[test]
+fn a_role_without_its_credential_refuses_to_start_outside_the_sandbox() {
+    for (role, vars, missing) in [
+        (
+            "worker",
+            vec![("WHATSAPP_APP_SECRET", "s")],
+            "WHATSAPP_ACCESS_TOKEN",
+        ),
+        (
+            "worker",
+            vec![("WHATSAPP_ACCESS_TOKEN", "")],
+            "WHATSAPP_ACCESS_TOKEN",
+        ),
+        (
+            "ingress",
+            vec![("WHATSAPP_ACCESS_TOKEN", "t")],
+            "WHATSAPP_APP_SECRET",
+        ),
+        ("all", vec![], "WHATSAPP_APP_SECRET"),
+    ] {
+        let out = herald(&["serve", "--role", role], &vars);
+        assert!(!out.status.success(), "{role} {vars:?} started: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{missing} is not set")),
+            "{role} {vars:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_sandbox_refuses_a_public_listen_address_unless_told() {
+    let out = herald(
+        &["serve", "--sandbox"],
+        &[("HERALD_LISTEN", "0.0.0.0:18080")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HERALD_SANDBOX_PUBLIC"),
+        "{out:?}"
+    );
 }

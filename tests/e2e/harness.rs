@@ -262,6 +262,9 @@ pub async fn spawn_app(options: Options) -> TestApp {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if !options.graph {
+        vars.insert("HERALD_SANDBOX".into(), "true".into());
+    }
     let graph = if options.graph {
         let server = MockServer::start().await;
         vars.insert("WHATSAPP_ACCESS_TOKEN".into(), ACCESS_TOKEN.into());

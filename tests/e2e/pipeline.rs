@@ -370,6 +370,12 @@ async fn rabbitmq_down_at_post_time_answers_503_and_the_redelivered_webhook_runs
     assert_eq!(response.status(), 503);
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "not ready", "postgres": "ok", "rabbitmq": "unavailable", "sandbox": false}),
+        "no driver error text in a public answer"
+    );
 
     app.amqp_proxy.as_ref().unwrap().restore();
     // Meta delivers again (and the outbox relay publishes what was stored).
@@ -794,5 +800,63 @@ async fn health_readiness_and_metrics_answer() {
             .unwrap();
     assert_eq!(provider, "sandbox");
     assert_eq!(request["template"]["name"], "welcome_message");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_the_process_runs_in_sandbox_mode() {
+    for graph in [false, true] {
+        let app = spawn_app(Options {
+            workflows: vec![GREET],
+            graph,
+            ..Default::default()
+        })
+        .await;
+        let ready: serde_json::Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["status"], "ready", "{ready}");
+        assert_eq!(ready["sandbox"], !graph, "{ready}");
+        app.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_ops_token_metrics_and_readyz_details_need_it() {
+    let app = spawn_app(Options {
+        workflows: vec![GREET],
+        env: vec![("HERALD_OPS_TOKEN", "ops-secret".into())],
+        ..Default::default()
+    })
+    .await;
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let mut request = app.http.get(app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(get("/metrics", None).await.unwrap().status(), 401);
+    assert_eq!(get("/metrics", Some("wrong")).await.unwrap().status(), 401);
+    let metrics = get("/metrics", Some("ops-secret")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let bare: Value = get("/readyz", None).await.unwrap().json().await.unwrap();
+    assert_eq!(bare, json!({"status": "ready"}));
+    let full: Value = get("/readyz", Some("ops-secret"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        full,
+        json!({"status": "ready", "postgres": "ok", "rabbitmq": "ok", "sandbox": true})
+    );
     app.cleanup().await;
 }
