@@ -49,9 +49,11 @@ struct ListQuery {
     opted_out: Option<bool>,
     /// Part of a name, phone or customer id.
     search: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<i64>,
     /// Skip this many.
+    #[schemars(range(min = 0))]
     offset: Option<i64>,
 }
 
@@ -137,6 +139,13 @@ async fn import_csv(
     Body(body, ..): Body<Csv>,
 ) -> ApiResult<Json<ImportReport>, (Unprocessable, Unavailable)> {
     let group = q.group.as_deref().map(group).transpose()?;
+    if body.contains(&0) {
+        // PostgreSQL stores no NUL in text: refused here rather than failing the transaction.
+        return Err(ContactsError::InvalidCsv(
+            "the file contains a NUL byte, which no contact field can hold".into(),
+        )
+        .into());
+    }
     Ok(Json(
         import::import_csv(&s.pool, &body, group.as_ref()).await?,
     ))

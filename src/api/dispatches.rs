@@ -6,7 +6,7 @@ use aide::axum::{
     routing::{get_with, post_with},
 };
 use axum::{Json, extract::State, http::StatusCode};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -31,6 +31,7 @@ pub struct CreateDispatch {
     /// Phone numbers (E.164). One that is not E.164 is recorded as failed ("Invalid phone
     /// number"); the others go.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub to: Option<Vec<String>>,
     /// A group of contacts (instead of `to`).
     #[serde(default)]
@@ -43,6 +44,7 @@ pub struct CreateDispatch {
     pub vars: Map<String, Value>,
     /// Runs started per second at most (default HERALD_DISPATCH_RATE).
     #[serde(default)]
+    #[schemars(range(min = 0.01, max = 1000.0))]
     pub rate: Option<f64>,
     /// Our sender's phone_number_id (default HERALD_DEFAULT_SENDER).
     #[serde(default)]
@@ -156,12 +158,18 @@ async fn show(
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ContactsQuery {
-    /// pending, running, waiting, completed, failed, skipped_opted_out or cancelled.
+    /// Only contacts in this state.
+    #[serde(default)]
+    #[schemars(schema_with = "state_schema")]
     state: Option<String>,
     /// At most this many (default 100, at most 10000).
     limit: Option<i64>,
     /// Skip this many.
     offset: Option<i64>,
+}
+
+fn state_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": CONTACT_STATES})
 }
 
 async fn contacts(

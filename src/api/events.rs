@@ -15,6 +15,7 @@ use crate::domain::EventType;
 pub struct EventView {
     pub id: Uuid,
     #[serde(rename = "type")]
+    #[schemars(with = "EventType")]
     pub event_type: String,
     pub sender_id: String,
     /// The customer's id, when the event is about one.
@@ -27,8 +28,9 @@ pub struct EventView {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    /// Only this event type (e.g. whatsapp.message_received).
+    /// Only this event type.
     #[serde(rename = "type")]
+    #[schemars(with = "Option<EventType>")]
     event_type: Option<String>,
     /// Only events about this customer (phone or id).
     customer: Option<String>,

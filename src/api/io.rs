@@ -248,23 +248,51 @@ fn add_request_parameters<T: JsonSchema>(
     add_parameters(ctx, operation, params);
 }
 
-/// A JSON body read as `T`; one that does not read (not JSON, wrong shape, unknown field)
-/// answers 422 `invalid_body`.
+/// A JSON body read as `T`; one that does not read (not JSON, wrong shape, unknown field) or
+/// holds a NUL character, which PostgreSQL cannot store, answers 422 `invalid_body`.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError<(Unprocessable,)>;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(r) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                r.body_text(),
-            )),
+        let invalid = |message: String| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+        };
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|r| invalid(r.body_text()))?;
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        let Json(value) = Json::<T>::from_request(request, state)
+            .await
+            .map_err(|r| invalid(r.body_text()))?;
+        if holds_nul(&bytes) {
+            return Err(invalid(
+                "text in the body cannot contain the NUL character (\\u0000)".into(),
+            ));
+        }
+        Ok(JsonBody(value))
+    }
+}
+
+/// Whether a JSON text that reads holds a NUL in a string or a key (JSON writes it `\u0000`).
+fn holds_nul(json: &[u8]) -> bool {
+    fn walk(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
         }
     }
+    json.windows(6).any(|w| w == b"\\u0000")
+        && serde_json::from_slice::<serde_json::Value>(json).is_ok_and(|v| walk(&v))
+}
+
+/// Whether a URI part holds a percent-encoded NUL, which no text column can store.
+fn holds_encoded_nul(text: &str) -> bool {
+    text.contains("%00")
 }
 
 impl<T: JsonSchema> OperationInput for JsonBody<T> {
@@ -304,14 +332,21 @@ impl<T: JsonSchema> OperationInput for JsonBody<T> {
     }
 }
 
-/// Query parameters read as the fields of `T`; a query that does not read answers 400
-/// `invalid_query`.
+/// Query parameters read as the fields of `T`; a query that does not read, or holds a NUL
+/// character, answers 400 `invalid_query`.
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError<(BadRequest,)>;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(holds_encoded_nul) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "a query value cannot contain the NUL character (%00)",
+            ));
+        }
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(QueryParams(value)),
             Err(r) => Err(ApiError::new(
@@ -337,13 +372,20 @@ impl<T: JsonSchema> OperationInput for QueryParams<T> {
 }
 
 /// Path segments read as the fields of `T` (named as in the route); a segment that does not
-/// read (not UTF-8) answers 400 `invalid_path`.
+/// read (not UTF-8) or holds a NUL character answers 400 `invalid_path`.
 pub struct PathParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
     type Rejection = ApiError<(BadRequest,)>;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if holds_encoded_nul(parts.uri.path()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "a path segment cannot contain the NUL character (%00)",
+            ));
+        }
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(PathParams(value)),
             Err(r) => Err(ApiError::new(
@@ -372,6 +414,8 @@ impl<T: JsonSchema> OperationInput for PathParams<T> {
 pub trait Media {
     const TYPE: &'static str;
     const DESCRIPTION: &'static str;
+    /// The schema of the body's content as the media type reads it.
+    fn schema() -> Schema;
 }
 
 /// A workflow file.
@@ -379,7 +423,13 @@ pub struct Yaml;
 
 impl Media for Yaml {
     const TYPE: &'static str = "application/yaml";
-    const DESCRIPTION: &'static str = "the workflow file";
+    const DESCRIPTION: &'static str =
+        "the workflow file: any YAML document, judged against the workflow schema";
+
+    fn schema() -> Schema {
+        // Any YAML reads: one that is not a workflow is answered with its errors, not refused.
+        schemars::json_schema!({})
+    }
 }
 
 /// A CSV file.
@@ -388,10 +438,15 @@ pub struct Csv;
 impl Media for Csv {
     const TYPE: &'static str = "text/csv";
     const DESCRIPTION: &'static str = "the CSV file";
+
+    fn schema() -> Schema {
+        schemars::json_schema!({"type": "string"})
+    }
 }
 
-/// A body of the media type `M`, as bytes (the `Content-Type` header is not checked). One that
-/// cannot be read answers 413 when it is too large, else 400 `invalid_body`.
+/// A body of the media type `M`, as bytes (the `Content-Type` header is not checked). It may be
+/// left out: no body is an empty file, which the handler judges like any other. One that cannot
+/// be read answers 413 when it is too large, else 400 `invalid_body`.
 pub struct Body<M>(pub Bytes, pub PhantomData<M>);
 
 impl<S: Send + Sync, M> FromRequest<S> for Body<M> {
@@ -421,7 +476,7 @@ impl<M: Media> OperationInput for Body<M> {
                 M::TYPE.to_string(),
                 MediaType {
                     schema: Some(SchemaObject {
-                        json_schema: schemars::json_schema!({"type": "string"}),
+                        json_schema: M::schema(),
                         example: None,
                         external_docs: None,
                     }),
@@ -430,7 +485,7 @@ impl<M: Media> OperationInput for Body<M> {
             )]
             .into_iter()
             .collect(),
-            required: true,
+            required: false,
             extensions: Default::default(),
         };
         set_body(ctx, operation, body);
@@ -441,5 +496,33 @@ impl<M: Media> OperationInput for Body<M> {
         operation: &mut Operation,
     ) -> Vec<(Option<openapi::StatusCode>, openapi::Response)> {
         ApiError::<(BadRequest, PayloadTooLarge)>::inferred_responses(ctx, operation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_anywhere_in_a_json_text_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(holds_nul(br#"{"name": "a\u0000b"}"#));
+        assert!(holds_nul(br#"{"fields": {"k\u0000": 1}}"#));
+        assert!(holds_nul(br#"{"vars": [[{"x": "\u0000"}]]}"#));
+        assert!(!holds_nul(br#"{"name": "a\\u0000b"}"#));
+        assert!(!holds_nul(br#"{"name": "plain"}"#));
+    }
+
+    #[test]
+    fn a_status_outside_an_operation_s_list_is_caught_in_debug_builds() {
+        let allowed = std::panic::catch_unwind(|| {
+            ApiError::<(NotFound, Unavailable)>::not_found("no such thing")
+        });
+        assert!(allowed.is_ok());
+        if cfg!(debug_assertions) {
+            let outside = std::panic::catch_unwind(|| {
+                ApiError::<(NotFound, Unavailable)>::bad_request("not listed")
+            });
+            assert!(outside.is_err(), "a 400 passed as (NotFound, Unavailable)");
+        }
     }
 }

@@ -22,7 +22,9 @@ use aide::{
     OperationOutput,
     axum::ApiRouter,
     generate::in_context,
-    openapi::{Info, OpenApi, ReferenceOr, SecurityScheme, Server},
+    openapi::{
+        Info, OpenApi, Parameter, ParameterSchemaOrContent, ReferenceOr, SecurityScheme, Server,
+    },
 };
 use axum::{
     Router,
@@ -33,6 +35,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{config::Config, dispatch::Defaults, workflow::SharedWorkflows};
@@ -118,14 +121,28 @@ fn api() -> (Router<ApiState>, OpenApi) {
     (router, document)
 }
 
-/// What aide leaves to the caller: operation ids (`get_runs_id`, from method and path),
-/// responses in status order, and a description on every response.
+/// What aide leaves to the caller: operation ids (`get_runs_id`, from method and path), no
+/// `null` in a query parameter (a query string cannot say null; aide strips it from `type`
+/// only), responses in status order, and a description on every response.
 fn finish(document: &mut OpenApi) {
     for (path, item) in document.paths.iter_mut().flat_map(|p| p.paths.iter_mut()) {
         let ReferenceOr::Item(item) = item else {
             continue;
         };
         for (method, operation) in aide::util::iter_operations_mut(item) {
+            for parameter in &mut operation.parameters {
+                if let ReferenceOr::Item(Parameter::Query { parameter_data, .. }) = parameter
+                    && let ParameterSchemaOrContent::Schema(schema) = &mut parameter_data.format
+                    && let Some(schema) = schema.json_schema.as_object_mut()
+                {
+                    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+                        values.retain(|v| !v.is_null());
+                    }
+                    if schema.get("default").is_some_and(Value::is_null) {
+                        schema.remove("default");
+                    }
+                }
+            }
             operation.operation_id = Some(format!(
                 "{method}_{}",
                 path.trim_start_matches("/api/v1/")
@@ -222,7 +239,7 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 

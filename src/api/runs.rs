@@ -2,7 +2,7 @@
 
 use aide::axum::{ApiRouter, routing::get_with};
 use axum::{Json, extract::State};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -17,7 +17,9 @@ use crate::runs::{self, RunDetail, RunFilter, RunSummary};
 struct ListQuery {
     /// Only this workflow's runs.
     workflow: Option<String>,
-    /// queued, running, sleeping, waiting, retrying, completed, failed or cancelled.
+    /// Only runs in this status.
+    #[serde(default)]
+    #[schemars(schema_with = "status_schema")]
     status: Option<String>,
     /// The customer's phone (E.164) or id.
     customer: Option<String>,
@@ -33,6 +35,7 @@ struct RunId {
     id: String,
 }
 
+/// The statuses a run can have, which `status` is checked against.
 const STATUSES: [&str; 8] = [
     "queued",
     "running",
@@ -43,6 +46,10 @@ const STATUSES: [&str; 8] = [
     "failed",
     "cancelled",
 ];
+
+fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": STATUSES})
+}
 
 async fn list(
     State(s): State<ApiState>,

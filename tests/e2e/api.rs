@@ -484,3 +484,57 @@ async fn with_real_credentials_and_no_api_token_the_api_is_off() {
     );
     app.cleanup().await;
 }
+
+/// PostgreSQL stores no NUL character in text: such input is refused at the edge, not answered
+/// with a 503 as if the database were down (schemathesis found the PATCH case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_with_a_nul_character_is_refused_and_not_answered_as_an_outage() {
+    let app = app_with(vec![WELCOME], vec![]).await;
+    let (status, _) = api(
+        &app,
+        "POST",
+        "/api/v1/contacts",
+        Some(json!({"phone": "+4915199990001"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = api(
+        &app,
+        "PATCH",
+        "/api/v1/contacts/+4915199990001",
+        Some(json!({"fields": {"note": "a\u{0}b"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid_body"))
+    );
+    let (status, body) = api(&app, "GET", "/api/v1/runs?workflow=a%00b", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, body) = api(&app, "GET", "/api/v1/runs/a%00b", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_path"))
+    );
+    let response = app
+        .http
+        .post(app.url("/api/v1/contacts/import"))
+        .bearer_auth(API_TOKEN)
+        .body(b"phone,name\n+4915199990002,A\0B\n".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_csv");
+    // Nothing was stored from any of them.
+    assert_eq!(
+        app.count("SELECT count(*) FROM contacts WHERE fields <> '{}' OR name IS NOT NULL")
+            .await,
+        0
+    );
+    app.cleanup().await;
+}
