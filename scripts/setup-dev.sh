@@ -3,10 +3,12 @@
 #   - PostgreSQL running on 127.0.0.1:5432, user `postgres` allowed over TCP without password
 #   - RabbitMQ running on 127.0.0.1:5672 (guest/guest)
 #   - the database named in HERALD_DATABASE_URL (default `herald`) exists
+#   - schemathesis (pinned) in the repository's .venv/, for the API fuzz test
 #
 # Idempotent: safe to run any number of times; on a machine where everything is
 # already set up it only checks and exits. Runs as root, or as a user with sudo.
-# Nothing is downloaded except Debian packages through apt-get.
+# Nothing is downloaded except Debian packages through apt-get and, when .venv/
+# lacks it, schemathesis from PyPI through pip.
 #
 # Usage: scripts/setup-dev.sh
 #   HERALD_DATABASE_URL  only its database name (path) is used; the server is
@@ -19,6 +21,8 @@ AMQP_HOST=127.0.0.1
 AMQP_PORT=5672
 DEFAULT_DATABASE_URL='postgres://postgres@127.0.0.1:5432/herald'
 HBA_MARKER='# herald setup-dev: trust local TCP for development'
+# The version tests/e2e/api_fuzz.rs runs, as .venv/bin/schemathesis.
+SCHEMATHESIS_VERSION=4.32.5
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -190,6 +194,31 @@ ensure_database() {
     fi
 }
 
+# --------------------------------------------------------------- schemathesis
+# A virtualenv inside the repository (.venv/, git-ignored) keeps the tool pinned and
+# off the system Python; it is created and filled only when it lacks this version.
+ensure_schemathesis() {
+    local root venv
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    venv="${root}/.venv"
+    if [[ -x "${venv}/bin/schemathesis" ]] &&
+        [[ "$("${venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" == "${SCHEMATHESIS_VERSION}" ]]; then
+        log "schemathesis ${SCHEMATHESIS_VERSION} is in ${venv}"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+    if [[ ! -x "${venv}/bin/pip" ]]; then
+        log "creating the virtualenv ${venv}"
+        python3 -m venv "${venv}" || {
+            apt_install python3-venv
+            python3 -m venv --clear "${venv}"
+        }
+    fi
+    log "installing schemathesis ${SCHEMATHESIS_VERSION} into ${venv}"
+    "${venv}/bin/pip" install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
+    "${venv}/bin/schemathesis" --version >/dev/null || die "schemathesis does not start from ${venv}"
+}
+
 main() {
     local db
     db="$(database_name)"
@@ -199,6 +228,7 @@ main() {
     ensure_postgres
     ensure_rabbitmq
     ensure_database "${db}"
+    ensure_schemathesis
     log "done: postgres://postgres@${PG_HOST}:${PG_PORT}/${db} and amqp://guest:guest@${AMQP_HOST}:${AMQP_PORT}/%2f are ready"
 }
 

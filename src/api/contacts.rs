@@ -1,15 +1,17 @@
 //! `/api/v1/contacts` and `/api/v1/groups`: contacts (CRUD, CSV import) and groups.
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::{Path, Query, State, rejection::JsonRejection, rejection::QueryRejection},
-    http::StatusCode,
+use aide::axum::{
+    ApiRouter,
+    routing::{get_with, post_with},
 };
+use axum::{Json, extract::State, http::StatusCode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Api, ApiError, ApiResult, ApiState, Body, Op, schema};
+use super::{
+    ApiError, ApiResult, ApiState, Conflict, NotFound, Unavailable, Unprocessable,
+    io::{Body, Created, Csv, ErrorStatuses, JsonBody, PathParams, QueryParams},
+};
 use crate::{
     contacts::{
         self, Contact, ContactFilter, ContactKey, ContactUpdate, ContactsError, Group, GroupName,
@@ -19,7 +21,7 @@ use crate::{
     domain::PhoneNumber,
 };
 
-impl From<ContactsError> for ApiError {
+impl<S: ErrorStatuses> From<ContactsError> for ApiError<S> {
     fn from(e: ContactsError) -> Self {
         let status = match &e {
             ContactsError::ContactNotFound(_) | ContactsError::GroupNotFound(_) => {
@@ -33,70 +35,123 @@ impl From<ContactsError> for ApiError {
     }
 }
 
-fn key(raw: &str) -> ApiResult<ContactKey> {
-    ContactKey::parse(raw).map_err(ApiError::from)
+fn group(raw: &str) -> Result<GroupName, ContactsError> {
+    Ok(GroupName::parse(raw)?)
 }
 
-fn group(raw: &str) -> ApiResult<GroupName> {
-    GroupName::parse(raw).map_err(|e| ContactsError::from(e).into())
+/// Which contacts to list.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only members of this group.
+    group: Option<GroupName>,
+    /// true: only opted-out contacts; false: only reachable ones.
+    opted_out: Option<bool>,
+    /// Part of a name, phone or customer id.
+    search: Option<String>,
+    /// At most this many (default 100).
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<i64>,
+    /// Skip this many.
+    #[schemars(range(min = 0))]
+    offset: Option<i64>,
 }
 
 async fn list(
     State(s): State<ApiState>,
-    query: Result<Query<ContactFilter>, QueryRejection>,
-) -> ApiResult<Json<Vec<Contact>>> {
-    let Query(filter) = query?;
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<Contact>>, (Unprocessable, Unavailable)> {
+    let filter = ContactFilter {
+        group: q.group,
+        opted_out: q.opted_out,
+        search: q.search,
+        limit: q.limit,
+        offset: q.offset,
+    };
     Ok(Json(contacts::list(&s.pool, &filter).await?))
+}
+
+/// A contact named in the path.
+#[derive(Deserialize, JsonSchema)]
+struct ContactPath {
+    /// The contact's phone (+E.164), id (UUID) or customer id (digits).
+    contact: String,
+}
+
+impl ContactPath {
+    fn key(&self) -> Result<ContactKey, ContactsError> {
+        ContactKey::parse(&self.contact)
+    }
+}
+
+/// A group named in the path.
+#[derive(Deserialize, JsonSchema)]
+struct GroupPath {
+    /// The group's name.
+    name: String,
+}
+
+impl GroupPath {
+    fn group(&self) -> Result<GroupName, ContactsError> {
+        group(&self.name)
+    }
 }
 
 async fn create(
     State(s): State<ApiState>,
-    body: Result<Json<NewContact>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Contact>)> {
-    let Json(new) = body?;
-    Ok((
-        StatusCode::CREATED,
-        Json(contacts::create(&s.pool, &new).await?),
-    ))
+    JsonBody(new): JsonBody<NewContact>,
+) -> ApiResult<Created<Contact>, (Conflict, Unprocessable, Unavailable)> {
+    Ok(Created(contacts::create(&s.pool, &new).await?))
 }
 
-async fn show(State(s): State<ApiState>, Path(raw): Path<String>) -> ApiResult<Json<Contact>> {
-    Ok(Json(contacts::get(&s.pool, &key(&raw)?).await?))
+/// What answering about one contact can give besides the contact.
+type ContactAnswer = ApiResult<Json<Contact>, (NotFound, Unprocessable, Unavailable)>;
+
+async fn show(State(s): State<ApiState>, PathParams(p): PathParams<ContactPath>) -> ContactAnswer {
+    Ok(Json(contacts::get(&s.pool, &p.key()?).await?))
 }
 
 async fn update(
     State(s): State<ApiState>,
-    Path(raw): Path<String>,
-    body: Result<Json<ContactUpdate>, JsonRejection>,
-) -> ApiResult<Json<Contact>> {
-    let key = key(&raw)?;
-    let Json(change) = body?;
-    Ok(Json(contacts::update(&s.pool, &key, &change).await?))
+    PathParams(p): PathParams<ContactPath>,
+    JsonBody(change): JsonBody<ContactUpdate>,
+) -> ContactAnswer {
+    Ok(Json(contacts::update(&s.pool, &p.key()?, &change).await?))
 }
 
-async fn remove(State(s): State<ApiState>, Path(raw): Path<String>) -> ApiResult<Json<Contact>> {
-    Ok(Json(contacts::delete(&s.pool, &key(&raw)?).await?))
+async fn remove(
+    State(s): State<ApiState>,
+    PathParams(p): PathParams<ContactPath>,
+) -> ContactAnswer {
+    Ok(Json(contacts::delete(&s.pool, &p.key()?).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ImportQuery {
+    /// Put every imported contact in this group.
     group: Option<String>,
 }
 
 async fn import_csv(
     State(s): State<ApiState>,
-    query: Result<Query<ImportQuery>, QueryRejection>,
-    body: Bytes,
-) -> ApiResult<Json<ImportReport>> {
-    let Query(q) = query?;
+    QueryParams(q): QueryParams<ImportQuery>,
+    Body(body, ..): Body<Csv>,
+) -> ApiResult<Json<ImportReport>, (Unprocessable, Unavailable)> {
     let group = q.group.as_deref().map(group).transpose()?;
+    if body.contains(&0) {
+        // PostgreSQL stores no NUL in text: refused here rather than failing the transaction.
+        return Err(ContactsError::InvalidCsv(
+            "the file contains a NUL byte, which no contact field can hold".into(),
+        )
+        .into());
+    }
     Ok(Json(
         import::import_csv(&s.pool, &body, group.as_ref()).await?,
     ))
 }
 
-async fn groups(State(s): State<ApiState>) -> ApiResult<Json<Vec<Group>>> {
+async fn groups(State(s): State<ApiState>) -> ApiResult<Json<Vec<Group>>, (Unavailable,)> {
     Ok(Json(contacts::list_groups(&s.pool).await?))
 }
 
@@ -110,17 +165,21 @@ pub struct NewGroup {
 
 async fn create_group(
     State(s): State<ApiState>,
-    body: Result<Json<NewGroup>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Group>)> {
-    let Json(new) = body?;
-    Ok((
-        StatusCode::CREATED,
-        Json(contacts::create_group(&s.pool, &new.name, new.description.as_deref()).await?),
+    JsonBody(new): JsonBody<NewGroup>,
+) -> ApiResult<Created<Group>, (Conflict, Unprocessable, Unavailable)> {
+    Ok(Created(
+        contacts::create_group(&s.pool, &new.name, new.description.as_deref()).await?,
     ))
 }
 
-async fn show_group(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Group>> {
-    Ok(Json(contacts::get_group(&s.pool, &group(&name)?).await?))
+/// What answering about one group can give besides the answer `T`.
+type GroupAnswer<T> = ApiResult<Json<T>, (NotFound, Unprocessable, Unavailable)>;
+
+async fn show_group(
+    State(s): State<ApiState>,
+    PathParams(p): PathParams<GroupPath>,
+) -> GroupAnswer<Group> {
+    Ok(Json(contacts::get_group(&s.pool, &p.group()?).await?))
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -132,9 +191,9 @@ pub struct GroupDeleted {
 
 async fn delete_group(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<GroupDeleted>> {
-    let name = group(&name)?;
+    PathParams(p): PathParams<GroupPath>,
+) -> GroupAnswer<GroupDeleted> {
+    let name = p.group()?;
     let n = contacts::delete_group(&s.pool, &name).await?;
     Ok(Json(GroupDeleted {
         deleted: name.as_str().to_string(),
@@ -154,11 +213,10 @@ pub struct MembersChange {
 
 async fn members(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-    body: Result<Json<MembersChange>, JsonRejection>,
-) -> ApiResult<Json<Group>> {
-    let name = group(&name)?;
-    let Json(change) = body?;
+    PathParams(p): PathParams<GroupPath>,
+    JsonBody(change): JsonBody<MembersChange>,
+) -> GroupAnswer<Group> {
+    let name = p.group()?;
     if !change.add.is_empty() {
         contacts::add_members(&s.pool, &name, &change.add).await?;
     }
@@ -170,181 +228,69 @@ async fn members(
 
 async fn group_contacts(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Vec<Contact>>> {
-    let name = group(&name)?;
+    PathParams(p): PathParams<GroupPath>,
+) -> GroupAnswer<Vec<Contact>> {
+    let name = p.group()?;
     contacts::get_group(&s.pool, &name).await?;
     Ok(Json(contacts::members(&s.pool, &name).await?))
 }
 
-const CONTACT: &[(&str, &str, &str)] = &[(
-    "contact",
-    "path",
-    "the contact's phone (+E.164), id (UUID) or customer id (digits)",
-)];
-const GROUP: &[(&str, &str, &str)] = &[("name", "path", "the group's name")];
-
-pub(super) fn routes(api: Api) -> Api {
-    api.op(
-        Op {
-            method: "get",
-            path: "/api/v1/contacts",
-            summary: "Contacts, oldest first, filtered",
-            tag: "contacts",
-            params: &[
-                ("group", "query", "only members of this group"),
-                ("opted_out", "query", "true: only opted-out contacts; false: only reachable ones"),
-                ("search", "query", "part of a name, phone or customer id"),
-                ("limit", "query", "at most this many (default 100, at most 1000)"),
-                ("offset", "query", "skip this many"),
-            ],
-            body: Body::None,
-            ok: (200, schema::<Vec<Contact>>),
-            errors: &[400, 422],
-        },
-        list,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/contacts",
-            summary: "Create a contact",
-            tag: "contacts",
-            params: &[],
-            body: Body::Json(schema::<NewContact>),
-            ok: (201, schema::<Contact>),
-            errors: &[409, 422],
-        },
-        create,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/contacts/import",
-            summary: "Import a CSV (header row; `phone` required; `name`, `groups` (;-separated), `opted_out`, other columns become fields). Bad rows are reported by line and skipped; good rows are written in one transaction",
-            tag: "contacts",
-            params: &[("group", "query", "put every imported contact in this group")],
-            body: Body::Text("text/csv", "the CSV file"),
-            ok: (200, schema::<ImportReport>),
-            errors: &[400, 422],
-        },
-        import_csv,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/contacts/{contact}",
-            summary: "One contact",
-            tag: "contacts",
-            params: CONTACT,
-            body: Body::None,
-            ok: (200, schema::<Contact>),
-            errors: &[404, 422],
-        },
-        show,
-    )
-    .op(
-        Op {
-            method: "patch",
-            path: "/api/v1/contacts/{contact}",
-            summary: "Change a contact: name, fields (merged; null removes), groups to add or remove, opted_out",
-            tag: "contacts",
-            params: CONTACT,
-            body: Body::Json(schema::<ContactUpdate>),
-            ok: (200, schema::<Contact>),
-            errors: &[404, 422],
-        },
-        update,
-    )
-    .op(
-        Op {
-            method: "delete",
-            path: "/api/v1/contacts/{contact}",
-            summary: "Delete a contact (answers the deleted contact)",
-            tag: "contacts",
-            params: CONTACT,
-            body: Body::None,
-            ok: (200, schema::<Contact>),
-            errors: &[404, 422],
-        },
-        remove,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/groups",
-            summary: "Groups with their member counts",
-            tag: "groups",
-            params: &[],
-            body: Body::None,
-            ok: (200, schema::<Vec<Group>>),
-            errors: &[],
-        },
-        groups,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/groups",
-            summary: "Create a group",
-            tag: "groups",
-            params: &[],
-            body: Body::Json(schema::<NewGroup>),
-            ok: (201, schema::<Group>),
-            errors: &[409, 422],
-        },
-        create_group,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/groups/{name}",
-            summary: "One group with its member counts",
-            tag: "groups",
-            params: GROUP,
-            body: Body::None,
-            ok: (200, schema::<Group>),
-            errors: &[404, 422],
-        },
-        show_group,
-    )
-    .op(
-        Op {
-            method: "delete",
-            path: "/api/v1/groups/{name}",
-            summary: "Delete a group (its contacts stay, without it)",
-            tag: "groups",
-            params: GROUP,
-            body: Body::None,
-            ok: (200, schema::<GroupDeleted>),
-            errors: &[404, 422],
-        },
-        delete_group,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/groups/{name}/contacts",
-            summary: "The group's contacts",
-            tag: "groups",
-            params: GROUP,
-            body: Body::None,
-            ok: (200, schema::<Vec<Contact>>),
-            errors: &[404, 422],
-        },
-        group_contacts,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/groups/{name}/members",
-            summary: "Add contacts to the group (created when new) and take others off it",
-            tag: "groups",
-            params: GROUP,
-            body: Body::Json(schema::<MembersChange>),
-            ok: (200, schema::<Group>),
-            errors: &[404, 422],
-        },
-        members,
-    )
+pub(super) fn routes() -> ApiRouter<ApiState> {
+    let contacts = ApiRouter::new()
+        .api_route(
+            "/api/v1/contacts",
+            get_with(list, |o| o.summary("Contacts, oldest first, filtered"))
+                .post_with(create, |o| o.summary("Create a contact")),
+        )
+        .api_route(
+            "/api/v1/contacts/import",
+            post_with(import_csv, |o| {
+                o.summary(
+                    "Import a CSV (header row; `phone` required; `name`, `groups` (;-separated), \
+                     `opted_out`, other columns become fields). Bad rows are reported by line and \
+                     skipped; good rows are written in one transaction",
+                )
+            }),
+        )
+        .api_route(
+            "/api/v1/contacts/{contact}",
+            get_with(show, |o| o.summary("One contact"))
+                .patch_with(update, |o| {
+                    o.summary(
+                        "Change a contact: name, fields (merged; null removes), groups to add or \
+                         remove, opted_out",
+                    )
+                })
+                .delete_with(remove, |o| {
+                    o.summary("Delete a contact (answers the deleted contact)")
+                }),
+        )
+        .with_path_items(|item| item.tag("contacts"));
+    let groups = ApiRouter::new()
+        .api_route(
+            "/api/v1/groups",
+            get_with(groups, |o| o.summary("Groups with their member counts"))
+                .post_with(create_group, |o| o.summary("Create a group")),
+        )
+        .api_route(
+            "/api/v1/groups/{name}",
+            get_with(show_group, |o| {
+                o.summary("One group with its member counts")
+            })
+            .delete_with(delete_group, |o| {
+                o.summary("Delete a group (its contacts stay, without it)")
+            }),
+        )
+        .api_route(
+            "/api/v1/groups/{name}/contacts",
+            get_with(group_contacts, |o| o.summary("The group's contacts")),
+        )
+        .api_route(
+            "/api/v1/groups/{name}/members",
+            post_with(members, |o| {
+                o.summary("Add contacts to the group (created when new) and take others off it")
+            }),
+        )
+        .with_path_items(|item| item.tag("groups"));
+    contacts.merge(groups)
 }

@@ -1,17 +1,20 @@
 //! `/api/v1/dispatches`: start a workflow for contacts, follow its progress, pause, resume,
 //! cancel.
 
-use axum::{
-    Json,
-    extract::{Path, Query, State, rejection::JsonRejection, rejection::QueryRejection},
-    http::StatusCode,
+use aide::axum::{
+    ApiRouter,
+    routing::{get_with, post_with},
 };
-use schemars::JsonSchema;
+use axum::{Json, extract::State, http::StatusCode};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Api, ApiError, ApiResult, ApiState, Body, Op, schema};
+use super::{
+    ApiError, ApiResult, ApiState, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
+    io::{Created, ErrorStatuses, JsonBody, PathParams, QueryParams},
+};
 use crate::{
     dispatch::{
         self, Action, CONTACT_STATES, Dispatch, DispatchContact, DispatchError, NewDispatch,
@@ -28,6 +31,7 @@ pub struct CreateDispatch {
     /// Phone numbers (E.164). One that is not E.164 is recorded as failed ("Invalid phone
     /// number"); the others go.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub to: Option<Vec<String>>,
     /// A group of contacts (instead of `to`).
     #[serde(default)]
@@ -40,6 +44,7 @@ pub struct CreateDispatch {
     pub vars: Map<String, Value>,
     /// Runs started per second at most (default HERALD_DISPATCH_RATE).
     #[serde(default)]
+    #[schemars(range(min = 0.01, max = 1000.0))]
     pub rate: Option<f64>,
     /// Our sender's phone_number_id (default HERALD_DEFAULT_SENDER).
     #[serde(default)]
@@ -49,7 +54,7 @@ pub struct CreateDispatch {
     pub started_by: Option<String>,
 }
 
-impl From<DispatchError> for ApiError {
+impl<S: ErrorStatuses> From<DispatchError> for ApiError<S> {
     fn from(e: DispatchError) -> Self {
         let status = match &e {
             DispatchError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -63,9 +68,8 @@ impl From<DispatchError> for ApiError {
 
 async fn create(
     State(s): State<ApiState>,
-    body: Result<Json<CreateDispatch>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Dispatch>)> {
-    let Json(req) = body?;
+    JsonBody(req): JsonBody<CreateDispatch>,
+) -> ApiResult<Created<Dispatch>, (BadRequest, Unprocessable, Unavailable)> {
     let target = match (req.to, req.group) {
         (Some(to), None) => {
             if req.filter.is_some() {
@@ -109,31 +113,41 @@ async fn create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok(Created(created))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// At most this many (default 20, at most 200).
     limit: Option<i64>,
 }
 
 async fn list(
     State(s): State<ApiState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Vec<Dispatch>>> {
-    let Query(q) = query?;
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<Dispatch>>, (Unavailable,)> {
     Ok(Json(
         dispatch::list(&s.pool, q.limit.unwrap_or(20).clamp(1, 200)).await?,
     ))
 }
 
-fn dispatch_id(raw: &str) -> ApiResult<Uuid> {
+#[derive(Deserialize, JsonSchema)]
+struct DispatchId {
+    /// The dispatch's id.
+    id: String,
+}
+
+/// A dispatch id that is not a UUID names no dispatch.
+fn dispatch_id<S: ErrorStatuses>(raw: &str) -> ApiResult<Uuid, S> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("dispatch '{raw}' not found")))
 }
 
-async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Dispatch>> {
+async fn show(
+    State(s): State<ApiState>,
+    PathParams(DispatchId { id }): PathParams<DispatchId>,
+) -> ApiResult<Json<Dispatch>, (NotFound, Unavailable)> {
     let id = dispatch_id(&id)?;
     dispatch::show(&s.pool, id)
         .await?
@@ -141,21 +155,29 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Js
         .ok_or_else(|| DispatchError::NotFound(id).into())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ContactsQuery {
+    /// Only contacts in this state.
+    #[serde(default)]
+    #[schemars(schema_with = "state_schema")]
     state: Option<String>,
+    /// At most this many (default 100, at most 10000).
     limit: Option<i64>,
+    /// Skip this many.
     offset: Option<i64>,
+}
+
+fn state_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": CONTACT_STATES})
 }
 
 async fn contacts(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    query: Result<Query<ContactsQuery>, QueryRejection>,
-) -> ApiResult<Json<Vec<DispatchContact>>> {
+    PathParams(DispatchId { id }): PathParams<DispatchId>,
+    QueryParams(q): QueryParams<ContactsQuery>,
+) -> ApiResult<Json<Vec<DispatchContact>>, (BadRequest, NotFound, Unavailable)> {
     let id = dispatch_id(&id)?;
-    let Query(q) = query?;
     if let Some(state) = &q.state
         && !CONTACT_STATES.contains(&state.as_str())
     {
@@ -179,125 +201,63 @@ async fn contacts(
     ))
 }
 
-async fn act(s: &ApiState, id: &str, action: Action) -> ApiResult<Json<Dispatch>> {
+/// What pausing, resuming or cancelling a dispatch can answer.
+type Acted = ApiResult<Json<Dispatch>, (NotFound, Conflict, Unavailable)>;
+
+async fn act(s: &ApiState, id: &str, action: Action) -> Acted {
     Ok(Json(
         dispatch::act(&s.pool, dispatch_id(id)?, action).await?,
     ))
 }
 
-async fn pause(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Dispatch>> {
-    act(&s, &id, Action::Pause).await
+async fn pause(State(s): State<ApiState>, PathParams(p): PathParams<DispatchId>) -> Acted {
+    act(&s, &p.id, Action::Pause).await
 }
 
-async fn resume(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Dispatch>> {
-    act(&s, &id, Action::Resume).await
+async fn resume(State(s): State<ApiState>, PathParams(p): PathParams<DispatchId>) -> Acted {
+    act(&s, &p.id, Action::Resume).await
 }
 
-async fn cancel(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Dispatch>> {
-    act(&s, &id, Action::Cancel).await
+async fn cancel(State(s): State<ApiState>, PathParams(p): PathParams<DispatchId>) -> Acted {
+    act(&s, &p.id, Action::Cancel).await
 }
 
-const ID: &[(&str, &str, &str)] = &[("id", "path", "the dispatch's id")];
-
-pub(super) fn routes(api: Api) -> Api {
-    api.op(
-        Op {
-            method: "post",
-            path: "/api/v1/dispatches",
-            summary: "Start a workflow for contacts: one run each, paced by the rate",
-            tag: "dispatches",
-            params: &[],
-            body: Body::Json(schema::<CreateDispatch>),
-            ok: (201, schema::<Dispatch>),
-            errors: &[422],
-        },
-        create,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/dispatches",
-            summary: "The newest dispatches with their progress",
-            tag: "dispatches",
-            params: &[("limit", "query", "at most this many (default 20)")],
-            body: Body::None,
-            ok: (200, schema::<Vec<Dispatch>>),
-            errors: &[400],
-        },
-        list,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/dispatches/{id}",
-            summary: "One dispatch: status and progress",
-            tag: "dispatches",
-            params: ID,
-            body: Body::None,
-            ok: (200, schema::<Dispatch>),
-            errors: &[404],
-        },
-        show,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/dispatches/{id}/contacts",
-            summary: "The dispatch's contacts with their state, run and error",
-            tag: "dispatches",
-            params: &[
-                ("id", "path", "the dispatch's id"),
-                (
-                    "state",
-                    "query",
-                    "pending, running, waiting, completed, failed, skipped_opted_out or cancelled",
-                ),
-                ("limit", "query", "at most this many (default 100)"),
-                ("offset", "query", "skip this many"),
-            ],
-            body: Body::None,
-            ok: (200, schema::<Vec<DispatchContact>>),
-            errors: &[400, 404],
-        },
-        contacts,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/dispatches/{id}/pause",
-            summary: "Start no new runs until resumed (runs under way go on)",
-            tag: "dispatches",
-            params: ID,
-            body: Body::None,
-            ok: (200, schema::<Dispatch>),
-            errors: &[404, 409],
-        },
-        pause,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/dispatches/{id}/resume",
-            summary: "Resume a paused dispatch",
-            tag: "dispatches",
-            params: ID,
-            body: Body::None,
-            ok: (200, schema::<Dispatch>),
-            errors: &[404, 409],
-        },
-        resume,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/dispatches/{id}/cancel",
-            summary: "Start no new runs and cancel the runs still queued, sleeping or waiting",
-            tag: "dispatches",
-            params: ID,
-            body: Body::None,
-            ok: (200, schema::<Dispatch>),
-            errors: &[404, 409],
-        },
-        cancel,
-    )
+pub(super) fn routes() -> ApiRouter<ApiState> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/dispatches",
+            post_with(create, |o| {
+                o.summary("Start a workflow for contacts: one run each, paced by the rate")
+            })
+            .get_with(list, |o| {
+                o.summary("The newest dispatches with their progress")
+            }),
+        )
+        .api_route(
+            "/api/v1/dispatches/{id}",
+            get_with(show, |o| o.summary("One dispatch: status and progress")),
+        )
+        .api_route(
+            "/api/v1/dispatches/{id}/contacts",
+            get_with(contacts, |o| {
+                o.summary("The dispatch's contacts with their state, run and error")
+            }),
+        )
+        .api_route(
+            "/api/v1/dispatches/{id}/pause",
+            post_with(pause, |o| {
+                o.summary("Start no new runs until resumed (runs under way go on)")
+            }),
+        )
+        .api_route(
+            "/api/v1/dispatches/{id}/resume",
+            post_with(resume, |o| o.summary("Resume a paused dispatch")),
+        )
+        .api_route(
+            "/api/v1/dispatches/{id}/cancel",
+            post_with(cancel, |o| {
+                o.summary("Start no new runs and cancel the runs still queued, sleeping or waiting")
+            }),
+        )
+        .with_path_items(|item| item.tag("dispatches"))
 }

@@ -1,22 +1,21 @@
 //! `/api/v1/events`: the events Herald accepted, newest first.
 
-use axum::{
-    Json,
-    extract::{Query, State, rejection::QueryRejection},
-};
+use aide::axum::{ApiRouter, routing::get_with};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Api, ApiError, ApiResult, ApiState, Body, Op, schema};
+use super::{ApiError, ApiResult, ApiState, BadRequest, Unavailable, io::QueryParams};
 use crate::domain::EventType;
 
 #[derive(Debug, Serialize, JsonSchema, sqlx::FromRow)]
 pub struct EventView {
     pub id: Uuid,
     #[serde(rename = "type")]
+    #[schemars(with = "EventType")]
     pub event_type: String,
     pub sender_id: String,
     /// The customer's id, when the event is about one.
@@ -26,20 +25,23 @@ pub struct EventView {
     pub cloudevent: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only this event type.
     #[serde(rename = "type")]
+    #[schemars(with = "Option<EventType>")]
     event_type: Option<String>,
+    /// Only events about this customer (phone or id).
     customer: Option<String>,
+    /// At most this many (default 50, at most 1000).
     limit: Option<i64>,
 }
 
 async fn list(
     State(s): State<ApiState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Vec<EventView>>> {
-    let Query(q) = query?;
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<EventView>>, (BadRequest, Unavailable)> {
     let event_type = match q.event_type.as_deref() {
         None => None,
         Some(t) => Some(
@@ -61,34 +63,11 @@ async fn list(
     .map_err(ApiError::internal)
 }
 
-pub(super) fn routes(api: Api) -> Api {
-    api.op(
-        Op {
-            method: "get",
-            path: "/api/v1/events",
-            summary: "Recent events, newest first",
-            tag: "events",
-            params: &[
-                (
-                    "type",
-                    "query",
-                    "only this event type (e.g. whatsapp.message_received)",
-                ),
-                (
-                    "customer",
-                    "query",
-                    "only events about this customer (phone or id)",
-                ),
-                (
-                    "limit",
-                    "query",
-                    "at most this many (default 50, at most 1000)",
-                ),
-            ],
-            body: Body::None,
-            ok: (200, schema::<Vec<EventView>>),
-            errors: &[400],
-        },
-        list,
-    )
+pub(super) fn routes() -> ApiRouter<ApiState> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/events",
+            get_with(list, |o| o.summary("Recent events, newest first")),
+        )
+        .with_path_items(|item| item.tag("events"))
 }

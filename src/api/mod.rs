@@ -1,31 +1,49 @@
 //! The HTTP API `/api/v1`: JSON over HTTP with bearer-token auth, for integrators and operators.
-//! Every route is added together with its OpenAPI description (`Api::op`), so the document at
-//! `/api/v1/openapi.json` lists exactly the routes there are; a test checks real answers
-//! against the documented schemas.
+//! Its OpenAPI 3.1 document is generated from the handlers' types with aide: an operation's
+//! parameters and body come from its extractors, its answers from its return type, error
+//! statuses included (`ApiResult<Json<Contact>, (NotFound, Unavailable)>`, see `io`). It is
+//! served at `/api/v1/openapi.json` and committed as `openapi.json`; tests keep the file equal
+//! to the code and the running API true to the document.
+//!
+//! aide rather than utoipa: the bodies are the stores' own types (`Contact`, `Dispatch`,
+//! `RunDetail`, ...), which derive schemars' `JsonSchema` as the workflow schema does; aide 0.16
+//! builds on schemars 1 and axum 0.8, while utoipa would need a second derive on each of them.
 
 mod contacts;
 mod dispatches;
 mod events;
+mod io;
 mod runs;
 mod workflows;
 
 use std::sync::Arc;
 
+use aide::{
+    OperationOutput,
+    axum::ApiRouter,
+    generate::in_context,
+    openapi::{
+        Info, OpenApi, Parameter, ParameterSchemaOrContent, ReferenceOr, SecurityScheme, Server,
+    },
+};
 use axum::{
-    Json, Router,
+    Router,
+    body::Bytes,
     extract::{Request, State},
-    handler::Handler,
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, delete, get, patch, post},
+    routing::get,
 };
-use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{config::Config, dispatch::Defaults, workflow::SharedWorkflows};
+
+pub use io::{
+    ApiError, ApiResult, BadRequest, Conflict, ErrorBody, NotFound, PayloadTooLarge, Unauthorized,
+    Unavailable, Unprocessable,
+};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -35,228 +53,153 @@ pub struct ApiState {
     pub defaults: Defaults,
 }
 
-/// An error answer: `{"error": code, "message": ...}` with a stable code.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ApiError {
-    #[serde(skip)]
-    #[schemars(skip)]
-    status: StatusCode,
-    /// Stable, for programs: bad_request, invalid_phone, not_found, conflict, unauthorized, ...
-    pub error: String,
-    /// For people.
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error: code.to_string(),
-            message: message.into(),
+/// The operations (without their bearer check) and the OpenAPI document that describes them.
+fn api() -> (Router<ApiState>, OpenApi) {
+    aide::generate::reset_context();
+    in_context(|ctx| ctx.schema = io::answer_schemas());
+    // Two sources naming the same status (a handler's 400 and its query's) describe the same
+    // JSON error; anything else is a mistake in a handler's description.
+    aide::generate::on_error(|e| {
+        if !matches!(e, aide::Error::InferredResponseConflict(_)) {
+            panic!("the OpenAPI document: {e}");
         }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "API request failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database is unavailable; try again",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
-    }
-}
-
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            r.body_text(),
-        )
-    }
-}
-
-impl From<axum::extract::rejection::QueryRejection> for ApiError {
-    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-/// One documented operation.
-pub struct Op {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub tag: &'static str,
-    /// Query or path parameters: (name, in, description).
-    pub params: &'static [(&'static str, &'static str, &'static str)],
-    /// The JSON request body's schema, or a media type and description for other bodies.
-    pub body: Body,
-    /// The success status and the schema of its JSON body.
-    pub ok: (u16, fn(&mut SchemaGenerator) -> Schema),
-    /// Error statuses this operation answers besides 401.
-    pub errors: &'static [u16],
-}
-
-pub enum Body {
-    None,
-    Json(fn(&mut SchemaGenerator) -> Schema),
-    Text(&'static str, &'static str),
-}
-
-/// The schema of `T` (a reference into `components/schemas`).
-pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
-    g.subschema_for::<T>()
-}
-
-/// Routes and their documentation, built together.
-pub struct Api {
-    router: Router<ApiState>,
-    ops: Vec<Op>,
-}
-
-impl Api {
-    fn new() -> Self {
-        Api {
-            router: Router::new(),
-            ops: Vec::new(),
-        }
-    }
-
-    /// Adds a route and its documentation.
-    fn op<H, T>(mut self, op: Op, handler: H) -> Self
-    where
-        H: Handler<T, ApiState>,
-        T: 'static,
-    {
-        let method: MethodRouter<ApiState> = match op.method {
-            "get" => get(handler),
-            "post" => post(handler),
-            "patch" => patch(handler),
-            "delete" => delete(handler),
-            other => panic!("unsupported method {other}"),
-        };
-        self.router = self.router.route(op.path, method);
-        self.ops.push(op);
-        self
-    }
-
-    /// The OpenAPI 3.1 document of these routes.
-    pub fn openapi(&self) -> Value {
-        let mut generator = SchemaSettings::draft2020_12()
-            .with(|s| {
-                s.definitions_path = "/components/schemas".into();
-                s.meta_schema = None;
-                s.contract = schemars::generate::Contract::Serialize;
-            })
-            .into_generator();
-        let error = schema::<ApiError>(&mut generator);
-        let mut paths = Map::new();
-        for op in &self.ops {
-            let mut responses = Map::new();
-            let ok = (op.ok.1)(&mut generator);
-            responses.insert(
-                op.ok.0.to_string(),
-                json!({"description": "success", "content": {"application/json": {"schema": ok}}}),
-            );
-            for status in op.errors.iter().chain(&[401]) {
-                responses.insert(
-                    status.to_string(),
-                    json!({"description": reason(*status), "content": {"application/json": {"schema": error}}}),
-                );
-            }
-            let mut operation = json!({
-                "summary": op.summary,
-                "tags": [op.tag],
-                "operationId": format!("{}_{}", op.method, op.path.trim_start_matches("/api/v1/").replace(['/', '{', '}'], "_").trim_end_matches('_')),
-                "responses": responses,
-                "parameters": op.params.iter().map(|(name, place, description)| json!({
-                    "name": name, "in": place, "description": description,
-                    "required": *place == "path", "schema": {"type": "string"},
-                })).collect::<Vec<_>>(),
-            });
-            match &op.body {
-                Body::None => {}
-                Body::Json(s) => {
-                    operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": s(&mut generator)}}});
-                }
-                Body::Text(media, description) => {
-                    operation["requestBody"] = json!({"required": true, "description": description, "content": {*media: {"schema": {"type": "string"}}}});
+    });
+    let mut document = OpenApi {
+        info: Info {
+            title: "Herald API".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: Some(
+                "Workflows, runs, dispatches, contacts and events. Every request needs \
+                 `Authorization: Bearer <HERALD_API_TOKEN>`. Errors are JSON: \
+                 {\"error\": code, \"message\": text}."
+                    .into(),
+            ),
+            ..Info::default()
+        },
+        servers: vec![Server {
+            url: "/".into(),
+            ..Server::default()
+        }],
+        ..OpenApi::default()
+    };
+    let router = ApiRouter::new()
+        .merge(workflows::routes())
+        .merge(runs::routes())
+        .merge(dispatches::routes())
+        .merge(contacts::routes())
+        .merge(events::routes())
+        .with_path_items(|mut item| {
+            for (_, operation) in aide::util::iter_operations_mut(item.inner_mut()) {
+                // What `authorize` answers, in front of every operation.
+                let answers = in_context(|ctx| {
+                    ApiError::<(Unauthorized,)>::inferred_responses(ctx, operation)
+                });
+                let responses = operation.responses.get_or_insert_with(Default::default);
+                for (status, answer) in answers {
+                    if let Some(status) = status {
+                        responses
+                            .responses
+                            .insert(status, ReferenceOr::Item(answer));
+                    }
                 }
             }
-            let entry = paths
-                .entry(op.path.to_string())
-                .or_insert_with(|| json!({}));
-            entry[op.method] = operation;
-        }
-        json!({
-            "openapi": "3.1.0",
-            "info": {
-                "title": "Herald API",
-                "version": env!("CARGO_PKG_VERSION"),
-                "description": "Workflows, runs, dispatches, contacts and events. Every request needs `Authorization: Bearer <HERALD_API_TOKEN>`. Errors are JSON: {\"error\": code, \"message\": text}.",
-            },
-            "servers": [{"url": "/"}],
-            "security": [{"bearer": []}],
-            "paths": paths,
-            "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                "schemas": generator.take_definitions(true),
-            },
+            item
         })
+        .finish_api_with(&mut document, |doc| {
+            doc.security_scheme(
+                "bearer",
+                SecurityScheme::Http {
+                    scheme: "bearer".into(),
+                    bearer_format: None,
+                    description: Some("HERALD_API_TOKEN".into()),
+                    extensions: Default::default(),
+                },
+            )
+            .security_requirement("bearer")
+        });
+    finish(&mut document);
+    (router, document)
+}
+
+/// What aide leaves to the caller: operation ids (`get_runs_id`, from method and path), no
+/// `null` in a query parameter (a query string cannot say null; aide strips it from `type`
+/// only), responses in status order, and a description on every response.
+fn finish(document: &mut OpenApi) {
+    for (path, item) in document.paths.iter_mut().flat_map(|p| p.paths.iter_mut()) {
+        let ReferenceOr::Item(item) = item else {
+            continue;
+        };
+        for (method, operation) in aide::util::iter_operations_mut(item) {
+            for parameter in &mut operation.parameters {
+                if let ReferenceOr::Item(Parameter::Query { parameter_data, .. }) = parameter
+                    && let ParameterSchemaOrContent::Schema(schema) = &mut parameter_data.format
+                    && let Some(schema) = schema.json_schema.as_object_mut()
+                {
+                    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+                        values.retain(|v| !v.is_null());
+                    }
+                    if schema.get("default").is_some_and(Value::is_null) {
+                        schema.remove("default");
+                    }
+                }
+            }
+            operation.operation_id = Some(format!(
+                "{method}_{}",
+                path.trim_start_matches("/api/v1/")
+                    .replace(['/', '{', '}'], "_")
+                    .trim_end_matches('_')
+            ));
+            let Some(responses) = operation.responses.as_mut() else {
+                continue;
+            };
+            responses.responses.sort_keys();
+            for (status, answer) in responses.responses.iter_mut() {
+                if let (ReferenceOr::Item(answer), aide::openapi::StatusCode::Code(code)) =
+                    (answer, status)
+                    && answer.description.is_empty()
+                {
+                    answer.description = StatusCode::from_u16(*code)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("success")
+                        .to_string();
+                }
+            }
+        }
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("error")
+/// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.
+pub fn document() -> OpenApi {
+    api().1
 }
 
-/// Every operation of the API.
-pub fn api() -> Api {
-    let api = Api::new();
-    let api = workflows::routes(api);
-    let api = runs::routes(api);
-    let api = dispatches::routes(api);
-    let api = contacts::routes(api);
-    events::routes(api)
+/// The document as the committed `openapi.json` holds it: pretty, with a final newline.
+pub fn document_json() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).expect("the document serialises");
+    text.push('\n');
+    text
 }
 
 /// The `/api/v1` router: the operations behind bearer auth, and the OpenAPI document.
 pub fn router(state: ApiState) -> Router {
-    let api = api();
-    let document = Arc::new(api.openapi());
-    let protected = api
-        .router
+    let (operations, document) = api();
+    let document = Bytes::from(serde_json::to_vec(&document).expect("the document serialises"));
+    let protected = operations
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     Router::new()
         .route(
             "/api/v1/openapi.json",
             get(move || {
-                let d = document.clone();
-                async move { Json((*d).clone()) }
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
             }),
         )
         .route(
             "/api/v1/{*rest}",
             axum::routing::any(|| async {
-                ApiError::not_found("no such route; see /api/v1/openapi.json")
+                ApiError::<(NotFound,)>::not_found("no such route; see /api/v1/openapi.json")
             }),
         )
         .merge(protected)
@@ -264,7 +207,7 @@ pub fn router(state: ApiState) -> Router {
 
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.config.api_token else {
-        return ApiError::new(
+        return ApiError::<(Unauthorized,)>::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the API is off: set HERALD_API_TOKEN",
@@ -285,7 +228,7 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         {
             next.run(request).await
         }
-        _ => ApiError::new(
+        _ => ApiError::<(Unauthorized,)>::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer <HERALD_API_TOKEN>",
@@ -296,25 +239,122 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
+    fn document_value() -> Value {
+        serde_json::to_value(document()).unwrap()
+    }
+
+    /// `UPDATE_OPENAPI=1 cargo test --lib api::` writes the file instead.
     #[test]
-    fn the_document_lists_every_operation_with_its_schemas() {
-        let api = api();
-        let doc = api.openapi();
-        for op in &api.ops {
-            let entry = &doc["paths"][op.path][op.method];
-            assert!(entry.is_object(), "{} {} undocumented", op.method, op.path);
-            assert!(entry["responses"][op.ok.0.to_string()].is_object());
+    fn the_committed_openapi_json_is_what_the_code_generates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let generated = document_json();
+        if std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+            std::fs::write(path, &generated).expect("write openapi.json");
+            return;
         }
-        // Every $ref points at a component.
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi.json differs from the document the code generates; regenerate it with \
+             `UPDATE_OPENAPI=1 cargo test --lib api::` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_reference_in_the_document_points_at_a_component() {
+        let doc = document_value();
         let text = doc.to_string();
+        let mut refs = 0;
         for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
             let name = &part[..part.find('"').unwrap()];
             assert!(
                 doc["components"]["schemas"][name].is_object(),
                 "missing component {name}"
             );
+            refs += 1;
         }
+        assert!(refs > 10, "only {refs} references");
+    }
+
+    #[test]
+    fn an_operation_answers_the_statuses_its_handler_s_types_name() {
+        let doc = document_value();
+        let statuses = |method: &str, path: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} undocumented"))
+                .keys()
+                .cloned()
+                .collect()
+        };
+        // Path (400), handler (404, 422 from ContactsError, 503), bearer check (401).
+        assert_eq!(
+            statuses("get", "/api/v1/contacts/{contact}"),
+            ["200", "400", "401", "404", "422", "503"]
+        );
+        // The JSON body's 422, the handler's 201, 409, 422 and 503.
+        assert_eq!(
+            statuses("post", "/api/v1/contacts"),
+            ["201", "401", "409", "422", "503"]
+        );
+        // No database, no error of its own.
+        assert_eq!(statuses("get", "/api/v1/workflows"), ["200", "401"]);
+        let error = &doc["paths"]["/api/v1/runs/{id}"]["get"]["responses"]["404"];
+        assert_eq!(
+            error["content"]["application/json"]["schema"],
+            json!({"$ref": "#/components/schemas/ApiError"})
+        );
+    }
+
+    #[test]
+    fn every_operation_needs_the_bearer_token() {
+        let doc = document_value();
+        assert_eq!(doc["security"], json!([{"bearer": []}]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} does not list 401"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn requests_are_described_as_serde_reads_them_and_answers_as_it_writes_them() {
+        let doc = document_value();
+        let parameters = doc["paths"]["/api/v1/runs"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let status = parameters.iter().find(|p| p["name"] == "status").unwrap();
+        // An Option query field may be left out, and is never null.
+        assert_eq!(status["in"], "query");
+        assert_ne!(status["required"], true);
+        assert_eq!(status["schema"]["type"], "string");
+        let id = &doc["paths"]["/api/v1/runs/{id}"]["get"]["parameters"][0];
+        assert_eq!(
+            (&id["name"], &id["in"], &id["required"]),
+            (&json!("id"), &json!("path"), &json!(true))
+        );
+        // A `#[serde(default)]` body field may be left out...
+        let body = &doc["paths"]["/api/v1/contacts"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(body["required"], json!(["phone"]));
+        // ...while an answer's Option field is always written, maybe null.
+        let contact = &doc["components"]["schemas"]["Contact"];
+        assert!(
+            contact["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("last_seen_at"))
+        );
     }
 }

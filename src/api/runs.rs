@@ -1,25 +1,41 @@
 //! `/api/v1/runs`: runs with filters, and one run with its steps and messages.
 
-use axum::{
-    Json,
-    extract::{Path, Query, State, rejection::QueryRejection},
-};
+use aide::axum::{ApiRouter, routing::get_with};
+use axum::{Json, extract::State};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Api, ApiError, ApiResult, ApiState, Body, Op, schema};
+use super::{
+    ApiError, ApiResult, ApiState, BadRequest, NotFound, Unavailable,
+    io::{PathParams, QueryParams},
+};
 use crate::runs::{self, RunDetail, RunFilter, RunSummary};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only this workflow's runs.
     workflow: Option<String>,
+    /// Only runs in this status.
+    #[serde(default)]
+    #[schemars(schema_with = "status_schema")]
     status: Option<String>,
+    /// The customer's phone (E.164) or id.
     customer: Option<String>,
+    /// Only the runs of this dispatch.
     dispatch_id: Option<Uuid>,
+    /// At most this many (default 50, at most 1000).
     limit: Option<i64>,
 }
 
+#[derive(Deserialize, JsonSchema)]
+struct RunId {
+    /// The run's id or a unique prefix of it.
+    id: String,
+}
+
+/// The statuses a run can have, which `status` is checked against.
 const STATUSES: [&str; 8] = [
     "queued",
     "running",
@@ -31,11 +47,14 @@ const STATUSES: [&str; 8] = [
     "cancelled",
 ];
 
+fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": STATUSES})
+}
+
 async fn list(
     State(s): State<ApiState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Vec<RunSummary>>> {
-    let Query(q) = query?;
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<RunSummary>>, (BadRequest, Unavailable)> {
     if let Some(status) = &q.status
         && !STATUSES.contains(&status.as_str())
     {
@@ -57,7 +76,10 @@ async fn list(
         .map_err(ApiError::internal)
 }
 
-async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+async fn show(
+    State(s): State<ApiState>,
+    PathParams(RunId { id }): PathParams<RunId>,
+) -> ApiResult<Json<RunDetail>, (BadRequest, NotFound, Unavailable)> {
     match runs::show(&s.pool, &id).await {
         Ok(Some(run)) => Ok(Json(run)),
         Ok(None) => Err(ApiError::not_found(format!("run '{id}' not found"))),
@@ -68,45 +90,17 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Js
     }
 }
 
-pub(super) fn routes(api: Api) -> Api {
-    api.op(
-        Op {
-            method: "get",
-            path: "/api/v1/runs",
-            summary: "The newest runs, filtered",
-            tag: "runs",
-            params: &[
-                ("workflow", "query", "only this workflow's runs"),
-                (
-                    "status",
-                    "query",
-                    "queued, running, sleeping, waiting, retrying, completed, failed or cancelled",
-                ),
-                ("customer", "query", "the customer's phone (E.164) or id"),
-                ("dispatch_id", "query", "only the runs of this dispatch"),
-                (
-                    "limit",
-                    "query",
-                    "at most this many (default 50, at most 1000)",
-                ),
-            ],
-            body: Body::None,
-            ok: (200, schema::<Vec<RunSummary>>),
-            errors: &[400],
-        },
-        list,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/runs/{id}",
-            summary: "One run with its trigger, every step attempt and every message it sent",
-            tag: "runs",
-            params: &[("id", "path", "the run's id or a unique prefix of it")],
-            body: Body::None,
-            ok: (200, schema::<RunDetail>),
-            errors: &[400, 404],
-        },
-        show,
-    )
+pub(super) fn routes() -> ApiRouter<ApiState> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/runs",
+            get_with(list, |o| o.summary("The newest runs, filtered")),
+        )
+        .api_route(
+            "/api/v1/runs/{id}",
+            get_with(show, |o| {
+                o.summary("One run with its trigger, every step attempt and every message it sent")
+            }),
+        )
+        .with_path_items(|item| item.tag("runs"))
 }

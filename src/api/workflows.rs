@@ -1,15 +1,25 @@
 //! `/api/v1/workflows`: the loaded workflows, and validation of a workflow file.
 
-use axum::{
-    Json,
-    extract::{Path, State},
+use aide::axum::{
+    ApiRouter,
+    routing::{get_with, post_with},
 };
+use axum::{Json, extract::State, http::StatusCode};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Api, ApiError, ApiResult, ApiState, Body, Op, schema};
+use super::{
+    ApiError, ApiResult, ApiState, BadRequest, NotFound,
+    io::{Body, PathParams, Yaml},
+};
 use crate::workflow::{self, Workflow};
+
+#[derive(Deserialize, JsonSchema)]
+struct WorkflowName {
+    /// The workflow's name.
+    name: String,
+}
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WorkflowView {
@@ -78,77 +88,68 @@ async fn list(State(s): State<ApiState>) -> Json<Vec<WorkflowView>> {
 
 async fn show(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<WorkflowView>> {
+    PathParams(WorkflowName { name }): PathParams<WorkflowName>,
+) -> ApiResult<Json<WorkflowView>, (NotFound,)> {
     s.workflows
         .get(&name)
         .map(|w| Json(view(w)))
         .ok_or_else(|| ApiError::not_found(format!("workflow '{name}' not found")))
 }
 
-async fn validate(State(s): State<ApiState>, body: String) -> Json<ValidationView> {
+async fn validate(
+    State(s): State<ApiState>,
+    Body(body, ..): Body<Yaml>,
+) -> ApiResult<Json<ValidationView>, (BadRequest,)> {
+    let body = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the workflow file is not UTF-8: {e}"),
+        )
+    })?;
     let catalog = crate::templates::catalog::Catalog::load(&s.config.templates_file)
         .ok()
         .flatten();
     let file = std::path::Path::new("request.yaml");
-    match workflow::parse_workflow_with(file, &body, catalog.as_ref()) {
-        Ok(w) => Json(ValidationView {
-            valid: true,
-            name: Some(w.name),
-            errors: Vec::new(),
-        }),
-        Err(errors) => Json(ValidationView {
-            valid: false,
-            name: None,
-            errors: errors
-                .into_iter()
-                .map(|e| ValidationError {
-                    line: e.line,
-                    message: e.reason,
-                })
-                .collect(),
-        }),
-    }
+    Ok(
+        match workflow::parse_workflow_with(file, body, catalog.as_ref()) {
+            Ok(w) => Json(ValidationView {
+                valid: true,
+                name: Some(w.name),
+                errors: Vec::new(),
+            }),
+            Err(errors) => Json(ValidationView {
+                valid: false,
+                name: None,
+                errors: errors
+                    .into_iter()
+                    .map(|e| ValidationError {
+                        line: e.line,
+                        message: e.reason,
+                    })
+                    .collect(),
+            }),
+        },
+    )
 }
 
-pub(super) fn routes(api: Api) -> Api {
-    api.op(
-        Op {
-            method: "get",
-            path: "/api/v1/workflows",
-            summary: "The loaded workflows",
-            tag: "workflows",
-            params: &[],
-            body: Body::None,
-            ok: (200, schema::<Vec<WorkflowView>>),
-            errors: &[],
-        },
-        list,
-    )
-    .op(
-        Op {
-            method: "get",
-            path: "/api/v1/workflows/{name}",
-            summary: "One workflow with its trigger and steps",
-            tag: "workflows",
-            params: &[("name", "path", "the workflow's name")],
-            body: Body::None,
-            ok: (200, schema::<WorkflowView>),
-            errors: &[404],
-        },
-        show,
-    )
-    .op(
-        Op {
-            method: "post",
-            path: "/api/v1/workflows/validate",
-            summary: "Check a workflow file (YAML in the body) the way `herald workflows validate` does",
-            tag: "workflows",
-            params: &[],
-            body: Body::Text("application/yaml", "the workflow file"),
-            ok: (200, schema::<ValidationView>),
-            errors: &[],
-        },
-        validate,
-    )
+pub(super) fn routes() -> ApiRouter<ApiState> {
+    ApiRouter::new()
+        .api_route(
+            "/api/v1/workflows",
+            get_with(list, |o| o.summary("The loaded workflows")),
+        )
+        .api_route(
+            "/api/v1/workflows/{name}",
+            get_with(show, |o| o.summary("One workflow with its trigger and steps")),
+        )
+        .api_route(
+            "/api/v1/workflows/validate",
+            post_with(validate, |o| {
+                o.summary(
+                    "Check a workflow file (YAML in the body) the way `herald workflows validate` does",
+                )
+            }),
+        )
+        .with_path_items(|item| item.tag("workflows"))
 }

@@ -3,6 +3,7 @@
 
 mod ai;
 mod api;
+mod api_fuzz;
 mod batching;
 mod calls;
 mod configuration;
