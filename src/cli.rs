@@ -333,7 +333,7 @@ async fn senders_command(config: &Config, cmd: SendersCommand) -> anyhow::Result
                     s.id,
                     opt(&s.display_phone_number),
                     s.status,
-                    opt(&s.quality_rating),
+                    opt(&s.quality_rating.map(|r| r.to_string())),
                     if s.dispatch_paused {
                         format!("paused: {}", opt(&s.paused_reason))
                     } else {
@@ -361,7 +361,7 @@ async fn senders_command(config: &Config, cmd: SendersCommand) -> anyhow::Result
             );
             println!(
                 "quality     {} (last event {})",
-                opt(&s.quality_rating),
+                opt(&s.quality_rating.map(|r| r.to_string())),
                 opt(&s.quality_event)
             );
             if s.dispatch_paused {
@@ -769,7 +769,10 @@ async fn trigger(config: &Config, args: TriggerArgs) -> anyhow::Result<()> {
         let d = dispatch::show(&pool, created.id)
             .await?
             .context("dispatch disappeared")?;
-        if d.status == "completed" || d.status == "cancelled" {
+        if matches!(
+            d.status,
+            dispatch::DispatchStatus::Completed | dispatch::DispatchStatus::Cancelled
+        ) {
             print_dispatch(&d, args.json)?;
             return Ok(());
         }

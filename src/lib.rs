@@ -17,6 +17,7 @@ pub mod config;
 pub mod telemetry;
 // Where roles meet: PostgreSQL and RabbitMQ.
 pub mod db;
+pub mod store;
 pub mod bus;
 pub mod events;
 // Outside APIs and the state the steps read.

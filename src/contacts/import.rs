@@ -10,8 +10,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 
-use super::{ContactsError, GroupName, NewContact, upsert_many};
+use super::{ContactsError, GroupName, NewContact};
 use crate::domain::PhoneNumber;
+use crate::store::contacts::upsert_many;
 
 /// Rows written per statement (all in one transaction).
 const CHUNK: usize = 1000;
@@ -297,7 +298,11 @@ mod tests {
         assert_eq!(ana.contact.phone.as_str(), "+4915112345678");
         assert_eq!(ana.contact.name.as_deref(), Some("Ana Souza"));
         assert_eq!(
-            super::super::names(&ana.contact.groups),
+            ana.contact
+                .groups
+                .iter()
+                .map(GroupName::as_str)
+                .collect::<Vec<_>>(),
             ["vip", "berlin", "spring"]
         );
         assert_eq!(ana.contact.opted_out, Some(true));

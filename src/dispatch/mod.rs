@@ -16,6 +16,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::store::dispatches::{
+    ContactProgress, DispatchContact, DispatchEventType, DispatchSource as Source, DispatchStatus,
+    MessageCounts,
+};
 use crate::{
     bus::{
         Bus,
@@ -23,6 +27,10 @@ use crate::{
     },
     domain::{CloudEvent, EventType, PhoneNumber},
     events,
+    store::{
+        self,
+        dispatches::{ActiveDispatch, ContactOutcome, ContactState, PendingContact, Recipient},
+    },
     {expr::Condition, workflow::Workflows},
 };
 
@@ -38,25 +46,6 @@ pub enum Target {
         name: String,
         filter: Option<Condition>,
     },
-}
-
-/// Where a dispatch came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Api,
-    Cli,
-    Schedule,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Source::Api => "api",
-            Source::Cli => "cli",
-            Source::Schedule => "schedule",
-        }
-    }
 }
 
 /// A request to start a workflow for contacts; checked by [`create`].
@@ -90,7 +79,7 @@ pub enum DispatchError {
     #[error("dispatch {id} is {status}: it cannot be {action}")]
     Conflict {
         id: Uuid,
-        status: String,
+        status: DispatchStatus,
         action: &'static str,
     },
     #[error(transparent)]
@@ -118,13 +107,6 @@ pub struct Defaults {
     pub sender: String,
 }
 
-struct Recipient {
-    raw: String,
-    phone: Option<String>,
-    customer_id: Option<String>,
-    error: Option<Value>,
-}
-
 /// Creates a dispatch (status `running`) and its contacts in one transaction.
 pub async fn create(
     pool: &PgPool,
@@ -133,7 +115,7 @@ pub async fn create(
     new: NewDispatch,
 ) -> Result<Dispatch, DispatchError> {
     let mut tx = pool.begin().await?;
-    let id = create_in(&mut tx, workflows, defaults, new, EventType::Manual).await?;
+    let id = create_in(&mut tx, workflows, defaults, new, DispatchEventType::Manual).await?;
     tx.commit().await?;
     show(pool, id).await?.ok_or(DispatchError::NotFound(id))
 }
@@ -144,7 +126,7 @@ pub async fn create_in(
     workflows: &Workflows,
     defaults: &Defaults,
     new: NewDispatch,
-    event_type: EventType,
+    event_type: DispatchEventType,
 ) -> Result<Uuid, DispatchError> {
     let workflow = workflows
         .get(&new.workflow)
@@ -170,51 +152,21 @@ pub async fn create_in(
         }));
     }
     let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO dispatches (id, workflow, sender_id, event_type, source, started_by, target, vars, rate, status, budget)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'running', 1)",
+    store::dispatches::insert(
+        conn,
+        &store::dispatches::NewDispatch {
+            id,
+            workflow: &workflow.name,
+            sender_id: new.sender.as_deref().unwrap_or(&defaults.sender),
+            event_type,
+            source: new.source,
+            started_by: new.started_by.as_deref(),
+            target: &target_json,
+            vars: &Value::Object(new.vars),
+            rate,
+        },
+        &recipients,
     )
-    .bind(id)
-    .bind(&workflow.name)
-    .bind(new.sender.as_deref().unwrap_or(&defaults.sender))
-    .bind(event_type.as_str())
-    .bind(new.source.as_str())
-    .bind(&new.started_by)
-    .bind(&target_json)
-    .bind(Value::Object(new.vars))
-    .bind(rate)
-    .execute(&mut *conn)
-    .await?;
-    let positions: Vec<i32> = (0..recipients.len() as i32).collect();
-    let raws: Vec<&str> = recipients.iter().map(|r| r.raw.as_str()).collect();
-    let phones: Vec<Option<&str>> = recipients.iter().map(|r| r.phone.as_deref()).collect();
-    let customers: Vec<Option<&str>> = recipients
-        .iter()
-        .map(|r| r.customer_id.as_deref())
-        .collect();
-    let states: Vec<&str> = recipients
-        .iter()
-        .map(|r| {
-            if r.error.is_some() {
-                "failed"
-            } else {
-                "pending"
-            }
-        })
-        .collect();
-    let errors: Vec<Option<Value>> = recipients.iter().map(|r| r.error.clone()).collect();
-    sqlx::query(
-        "INSERT INTO dispatch_contacts (dispatch_id, position, raw, phone, customer_id, state, error)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
-    )
-    .bind(id)
-    .bind(&positions)
-    .bind(&raws)
-    .bind(&phones)
-    .bind(&customers)
-    .bind(&states)
-    .bind(&errors)
-    .execute(&mut *conn)
     .await?;
     tracing::info!(dispatch_id = %id, workflow = %workflow.name, contacts = recipients.len(), rate, "dispatch created");
     Ok(id)
@@ -232,6 +184,7 @@ fn parse_numbers(list: &[String]) -> Vec<Recipient> {
                         raw: raw.clone(),
                         customer_id: Some(phone.digits().to_string()),
                         phone: Some(phone.as_str().to_string()),
+                        state: ContactState::Pending,
                         error: None,
                     });
                 }
@@ -240,6 +193,7 @@ fn parse_numbers(list: &[String]) -> Vec<Recipient> {
                 raw: raw.clone(),
                 phone: None,
                 customer_id: None,
+                state: ContactState::Failed,
                 error: Some(json!({
                     "class": "Invalid phone number",
                     "message": e.to_string(),
@@ -256,23 +210,17 @@ async fn group_members(
     group: &str,
     filter: Option<&Condition>,
 ) -> Result<Vec<Recipient>, DispatchError> {
-    type MemberRow = (
-        String,
-        Option<String>,
-        Option<String>,
-        Value,
-        Vec<String>,
-        bool,
-    );
-    let rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT customer_id, phone, name, fields, groups, opted_out FROM contacts
-             WHERE $1 = ANY(groups) AND phone IS NOT NULL ORDER BY created_at, customer_id",
-    )
-    .bind(group)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = store::contacts::members_with_phone(conn, group).await?;
     let mut out = Vec::new();
-    for (customer_id, phone, name, fields, groups, opted_out) in rows {
+    for store::contacts::GroupMember {
+        customer_id,
+        phone,
+        name,
+        fields,
+        groups,
+        opted_out,
+    } in rows
+    {
         if let Some(filter) = filter {
             let data = json!({ "contact": {
                 "phone": phone, "name": name, "fields": fields, "groups": groups, "opted_out": opted_out,
@@ -294,6 +242,7 @@ async fn group_members(
             raw: phone.clone().unwrap_or_default(),
             phone,
             customer_id: Some(customer_id),
+            state: ContactState::Pending,
             error: None,
         });
     }
@@ -306,13 +255,12 @@ pub struct Dispatch {
     pub id: Uuid,
     pub workflow: String,
     pub sender_id: String,
-    pub source: String,
+    pub source: Source,
     pub started_by: Option<String>,
     pub target: Value,
     pub vars: Value,
     pub rate: f64,
-    /// running, paused, cancelled or completed.
-    pub status: String,
+    pub status: DispatchStatus,
     /// The sender's bulk dispatches are paused (quality drop); nothing starts until an operator
     /// resumes the sender.
     pub sender_paused: bool,
@@ -336,110 +284,45 @@ pub struct Progress {
     pub messages: MessageCounts,
 }
 
-/// Outbound messages by status (`accepted` until Meta reports `sent`).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
-pub struct MessageCounts {
-    pub accepted: i64,
-    pub sent: i64,
-    pub delivered: i64,
-    pub read: i64,
-    pub failed: i64,
-}
-
-/// A contact's state: the dispatch row's, or, once started, its run's.
-const CONTACT_STATE: &str = "CASE WHEN dc.state <> 'started' THEN dc.state
-       WHEN r.status IS NULL THEN 'running'
-       WHEN r.status IN ('waiting', 'completed', 'failed', 'cancelled') THEN r.status
-       ELSE 'running' END";
-
-type DispatchRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    Option<String>,
-    Value,
-    Value,
-    f64,
-    String,
-    bool,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
 pub async fn show(pool: &PgPool, id: Uuid) -> Result<Option<Dispatch>, DispatchError> {
-    let row: Option<DispatchRow> = sqlx::query_as(
-        "SELECT d.id, d.workflow, d.sender_id, d.source, d.started_by, d.target, d.vars, d.rate, d.status,
-                EXISTS (SELECT 1 FROM senders s WHERE s.id = d.sender_id AND s.dispatch_paused),
-                d.created_at, d.finished_at
-         FROM dispatches d WHERE d.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let counts: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CONTACT_STATE} AS state, count(*) FROM dispatch_contacts dc
-         LEFT JOIN runs r ON r.dispatch_id = dc.dispatch_id AND r.customer_id = dc.customer_id
-         WHERE dc.dispatch_id = $1 GROUP BY 1"
-    )))
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
+    let Some(row) = store::dispatches::get(pool, id).await? else {
+        return Ok(None);
+    };
     let mut progress = Progress::default();
-    for (state, n) in counts {
+    for (state, n) in store::dispatches::progress_counts(pool, id).await? {
         progress.total += n;
-        match state.as_str() {
-            "pending" => progress.pending += n,
-            "running" => progress.running += n,
-            "waiting" => progress.waiting += n,
-            "completed" => progress.completed += n,
-            "failed" => progress.failed += n,
-            "skipped_opted_out" => progress.skipped_opted_out += n,
-            _ => progress.cancelled += n,
-        }
+        let count = match state {
+            ContactProgress::Pending => &mut progress.pending,
+            ContactProgress::Running => &mut progress.running,
+            ContactProgress::Waiting => &mut progress.waiting,
+            ContactProgress::Completed => &mut progress.completed,
+            ContactProgress::Failed => &mut progress.failed,
+            ContactProgress::SkippedOptedOut => &mut progress.skipped_opted_out,
+            ContactProgress::Cancelled => &mut progress.cancelled,
+        };
+        *count += n;
     }
-    let statuses: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT om.status, count(*) FROM outbound_messages om JOIN runs r ON r.id = om.run_id
-         WHERE r.dispatch_id = $1 GROUP BY 1",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    for (status, n) in statuses {
-        let m = &mut progress.messages;
-        match status.as_str() {
-            "sent" => m.sent += n,
-            "delivered" => m.delivered += n,
-            "read" => m.read += n,
-            "failed" => m.failed += n,
-            _ => m.accepted += n,
-        }
-    }
+    progress.messages = store::dispatches::message_counts(pool, id).await?;
     Ok(Some(Dispatch {
-        id: row.0,
-        workflow: row.1,
-        sender_id: row.2,
-        source: row.3,
-        started_by: row.4,
-        target: row.5,
-        vars: row.6,
-        rate: row.7,
-        status: row.8,
-        sender_paused: row.9,
+        id: row.id,
+        workflow: row.workflow,
+        sender_id: row.sender_id,
+        source: row.source,
+        started_by: row.started_by,
+        target: row.target,
+        vars: row.vars,
+        rate: row.rate,
+        status: row.status,
+        sender_paused: row.sender_paused,
         progress,
-        created_at: row.10,
-        finished_at: row.11,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
     }))
 }
 
 /// The newest dispatches.
 pub async fn list(pool: &PgPool, limit: i64) -> Result<Vec<Dispatch>, DispatchError> {
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM dispatches ORDER BY created_at DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+    let ids = store::dispatches::newest(pool, limit).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(d) = show(pool, id).await? {
@@ -449,30 +332,19 @@ pub async fn list(pool: &PgPool, limit: i64) -> Result<Vec<Dispatch>, DispatchEr
     Ok(out)
 }
 
-/// One contact of a dispatch: its state, its run and what went wrong.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
-pub struct DispatchContact {
-    pub position: i32,
-    /// The number as given.
-    pub to: String,
-    pub phone: Option<String>,
-    pub state: String,
-    pub run_id: Option<Uuid>,
-    pub error: Option<Value>,
-    pub started_at: Option<DateTime<Utc>>,
-}
-
+/// The states a dispatch's contact can be in, as `contacts` filters them.
 pub const CONTACT_STATES: [&str; 7] = [
-    "pending",
-    "running",
-    "waiting",
-    "completed",
-    "failed",
-    "skipped_opted_out",
-    "cancelled",
+    ContactProgress::Pending.as_str(),
+    ContactProgress::Running.as_str(),
+    ContactProgress::Waiting.as_str(),
+    ContactProgress::Completed.as_str(),
+    ContactProgress::Failed.as_str(),
+    ContactProgress::SkippedOptedOut.as_str(),
+    ContactProgress::Cancelled.as_str(),
 ];
 
-/// The contacts of a dispatch, optionally only those in `state`.
+/// The contacts of a dispatch, optionally only those in `state` (one of [`CONTACT_STATES`];
+/// another matches none).
 pub async fn contacts(
     pool: &PgPool,
     id: Uuid,
@@ -480,44 +352,12 @@ pub async fn contacts(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<DispatchContact>, DispatchError> {
-    type Row = (
-        i32,
-        String,
-        Option<String>,
-        String,
-        Option<Uuid>,
-        Option<Value>,
-        Option<DateTime<Utc>>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM (
-           SELECT dc.position, dc.raw, dc.phone, {CONTACT_STATE} AS state, r.id,
-                  coalesce(dc.error, r.error), dc.started_at
-           FROM dispatch_contacts dc
-           LEFT JOIN runs r ON r.dispatch_id = dc.dispatch_id AND r.customer_id = dc.customer_id
-           WHERE dc.dispatch_id = $1
-         ) c WHERE $2::text IS NULL OR c.state = $2 ORDER BY position LIMIT $3 OFFSET $4"
-    )))
-    .bind(id)
-    .bind(state)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(position, to, phone, state, run_id, error, started_at)| DispatchContact {
-                position,
-                to,
-                phone,
-                state,
-                run_id,
-                error,
-                started_at,
-            },
-        )
-        .collect())
+    let state = match state.map(ContactProgress::parse) {
+        None => None,
+        Some(Some(state)) => Some(state),
+        Some(None) => return Ok(Vec::new()),
+    };
+    Ok(store::dispatches::contacts(pool, id, state, limit, offset).await?)
 }
 
 /// Operator actions on a dispatch.
@@ -532,18 +372,24 @@ pub enum Action {
 /// not started; runs still waiting, sleeping or queued are cancelled).
 pub async fn act(pool: &PgPool, id: Uuid, action: Action) -> Result<Dispatch, DispatchError> {
     let mut tx = pool.begin().await?;
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM dispatches WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let status = status.ok_or(DispatchError::NotFound(id))?;
-    let (allowed, new_status, verb): (&[&str], &str, &'static str) = match action {
-        Action::Pause => (&["running"], "paused", "paused"),
-        Action::Resume => (&["paused"], "running", "resumed"),
-        Action::Cancel => (&["running", "paused"], "cancelled", "cancelled"),
-    };
-    if !allowed.contains(&status.as_str()) {
+    let status = store::dispatches::lock_status(&mut tx, id)
+        .await?
+        .ok_or(DispatchError::NotFound(id))?;
+    let (allowed, new_status, verb): (&[DispatchStatus], DispatchStatus, &'static str) =
+        match action {
+            Action::Pause => (&[DispatchStatus::Running], DispatchStatus::Paused, "paused"),
+            Action::Resume => (
+                &[DispatchStatus::Paused],
+                DispatchStatus::Running,
+                "resumed",
+            ),
+            Action::Cancel => (
+                &[DispatchStatus::Running, DispatchStatus::Paused],
+                DispatchStatus::Cancelled,
+                "cancelled",
+            ),
+        };
+    if !allowed.contains(&status) {
         tx.rollback().await?;
         return Err(DispatchError::Conflict {
             id,
@@ -551,34 +397,9 @@ pub async fn act(pool: &PgPool, id: Uuid, action: Action) -> Result<Dispatch, Di
             action: verb,
         });
     }
-    sqlx::query(
-        "UPDATE dispatches SET status = $2, updated_at = now(), ticked_at = now(),
-           finished_at = CASE WHEN $2 = 'cancelled' THEN now() END WHERE id = $1",
-    )
-    .bind(id)
-    .bind(new_status)
-    .execute(&mut *tx)
-    .await?;
+    store::dispatches::set_status(&mut tx, id, new_status).await?;
     if action == Action::Cancel {
-        sqlx::query(
-            "UPDATE dispatch_contacts SET state = 'cancelled' WHERE dispatch_id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let cancelled: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
-               error = '{\"class\": \"Cancelled\", \"message\": \"the dispatch was cancelled\"}'
-             WHERE dispatch_id = $1 AND status IN ('queued', 'sleeping', 'waiting', 'retrying')
-             RETURNING id",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
-            .bind(&cancelled)
-            .execute(&mut *tx)
-            .await?;
+        store::dispatches::cancel_contacts(&mut tx, id).await?;
     }
     tx.commit().await?;
     tracing::info!(dispatch_id = %id, action = verb, "dispatch {verb}");
@@ -591,33 +412,32 @@ pub const BURST_SECONDS: f64 = 0.25;
 /// At most this many runs start per dispatch per tick.
 const MAX_PER_TICK: i64 = 500;
 
-type ActiveRow = (Uuid, String, String, String, Value, f64, f64, DateTime<Utc>);
-
 /// One pass of the dispatcher at `now`: starts the runs each running dispatch may start now
 /// and marks finished dispatches completed. Returns the outbox rows (events) to publish.
 pub async fn tick(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<OutboxRow>> {
     let mut tx = pool.begin().await.context("begin dispatcher tick")?;
-    let active: Vec<ActiveRow> = sqlx::query_as(
-        "SELECT d.id, d.workflow, d.sender_id, d.event_type, d.vars, d.rate, d.budget, d.ticked_at
-         FROM dispatches d
-         WHERE d.status = 'running'
-           AND NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = d.sender_id AND s.dispatch_paused)
-           AND EXISTS (SELECT 1 FROM dispatch_contacts c WHERE c.dispatch_id = d.id AND c.state = 'pending')
-         ORDER BY d.created_at LIMIT 50
-         FOR UPDATE OF d SKIP LOCKED",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("claim running dispatches")?;
+    let active = store::dispatches::claim_running(&mut tx)
+        .await
+        .context("claim running dispatches")?;
     let mut rows = Vec::new();
-    for (id, workflow, sender, event_type, vars, rate, budget, ticked_at) in active {
+    for ActiveDispatch {
+        id,
+        workflow,
+        sender_id: sender,
+        event_type,
+        vars,
+        rate,
+        budget,
+        ticked_at,
+    } in active
+    {
         let elapsed = (now - ticked_at).num_milliseconds().max(0) as f64 / 1000.0;
         // A token bucket holding at most a quarter second's worth of starts (at least one), so
         // no second ever sees more than 1.25 x rate + 1 starts.
         let budget = (budget + elapsed * rate).min((rate * BURST_SECONDS).max(1.0));
         let allowed = (budget.floor() as i64).min(MAX_PER_TICK);
         let started = if allowed > 0 {
-            let event_type = event_type.parse().unwrap_or(EventType::Manual);
+            let event_type = event_type.event_type();
             start_contacts(
                 &mut tx,
                 Starting {
@@ -635,27 +455,14 @@ pub async fn tick(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<Outbo
         } else {
             0
         };
-        sqlx::query("UPDATE dispatches SET budget = $2, ticked_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(budget - started as f64)
-            .bind(now)
-            .execute(&mut *tx)
+        store::dispatches::set_budget(&mut tx, id, budget - started as f64, now)
             .await
             .context("update dispatch budget")?;
     }
     // Dispatches with nobody pending whose every started contact's run has finished.
-    sqlx::query(
-        "UPDATE dispatches d SET status = 'completed', finished_at = now(), updated_at = now()
-         WHERE d.status = 'running'
-           AND NOT EXISTS (SELECT 1 FROM dispatch_contacts c WHERE c.dispatch_id = d.id AND c.state = 'pending')
-           AND NOT EXISTS (
-             SELECT 1 FROM dispatch_contacts c WHERE c.dispatch_id = d.id AND c.state = 'started'
-               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.dispatch_id = d.id AND r.customer_id = c.customer_id
-                                 AND r.status IN ('completed', 'failed', 'cancelled')))",
-    )
-    .execute(&mut *tx)
-    .await
-    .context("complete finished dispatches")?;
+    store::dispatches::complete_finished(&mut tx)
+        .await
+        .context("complete finished dispatches")?;
     tx.commit().await.context("commit dispatcher tick")?;
     Ok(rows)
 }
@@ -677,33 +484,26 @@ async fn start_contacts(
     allowed: i64,
     rows: &mut Vec<OutboxRow>,
 ) -> anyhow::Result<usize> {
-    type PendingRow = (
-        i32,
-        String,
-        String,
-        Option<String>,
-        Option<Value>,
-        Option<bool>,
-    );
-    let pending: Vec<PendingRow> = sqlx::query_as(
-        "SELECT dc.position, dc.phone, dc.customer_id, ct.name, ct.fields, ct.opted_out
-         FROM dispatch_contacts dc LEFT JOIN contacts ct ON ct.customer_id = dc.customer_id
-         WHERE dc.dispatch_id = $1 AND dc.state = 'pending' ORDER BY dc.position LIMIT $2",
-    )
-    .bind(d.id)
-    .bind(allowed)
-    .fetch_all(&mut *tx)
-    .await
-    .context("claim pending contacts")?;
-    let mut positions = Vec::new();
-    let mut states = Vec::new();
-    let mut event_ids: Vec<Option<Uuid>> = Vec::new();
+    let pending = store::dispatches::pending_contacts(tx, d.id, allowed)
+        .await
+        .context("claim pending contacts")?;
+    let mut outcomes = Vec::with_capacity(pending.len());
     let mut started = 0;
-    for (position, phone, customer_id, name, fields, opted_out) in pending {
-        positions.push(position);
+    for PendingContact {
+        position,
+        phone,
+        customer_id,
+        name,
+        fields,
+        opted_out,
+    } in pending
+    {
         if opted_out == Some(true) {
-            states.push("skipped_opted_out");
-            event_ids.push(None);
+            outcomes.push(ContactOutcome {
+                position,
+                state: ContactState::SkippedOptedOut,
+                event_id: None,
+            });
             continue;
         }
         let mut data = Map::new();
@@ -735,24 +535,16 @@ async fn start_contacts(
         if let Some(row) = recorded.outbox() {
             rows.push(row.clone());
         }
-        states.push("started");
-        event_ids.push(Some(event_id));
+        outcomes.push(ContactOutcome {
+            position,
+            state: ContactState::Started,
+            event_id: Some(event_id),
+        });
         started += 1;
     }
-    sqlx::query(
-        "UPDATE dispatch_contacts dc SET state = u.state, event_id = u.event_id,
-           started_at = CASE WHEN u.state = 'started' THEN $5 END
-         FROM UNNEST($2::int[], $3::text[], $4::uuid[]) AS u(position, state, event_id)
-         WHERE dc.dispatch_id = $1 AND dc.position = u.position",
-    )
-    .bind(d.id)
-    .bind(&positions)
-    .bind(&states)
-    .bind(&event_ids)
-    .bind(d.now)
-    .execute(&mut *tx)
-    .await
-    .context("mark contacts started")?;
+    store::dispatches::mark_contacts(tx, d.id, &outcomes, d.now)
+        .await
+        .context("mark contacts started")?;
     if started > 0 {
         metrics::counter!("herald_dispatch_runs_started_total").increment(started as u64);
     }

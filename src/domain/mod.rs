@@ -2,6 +2,7 @@
 
 mod duration;
 mod event;
+mod group;
 mod opt_out;
 mod phone;
 mod rate;
@@ -10,11 +11,12 @@ mod template;
 
 pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
+pub use group::{GroupName, InvalidGroupName};
 pub use opt_out::{OptOutChange, OptOutKeywords};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
 pub use rate::Rate;
 pub use schedule::{CronExpr, TimeZone};
-pub use template::{LanguageCode, TemplateName};
+pub use template::{LanguageCode, TemplateCategory, TemplateName, TemplateStatus};
 
 /// Implements `JsonSchema` for a newtype that is written as a string.
 #[macro_export]

@@ -73,6 +73,132 @@ macro_rules! string_newtype_impls {
 }
 string_newtype_impls!(TemplateName, LanguageCode);
 
+/// A template's review status, as Meta spells it (`approved` is read as `APPROVED` too). The
+/// `templates` table stores it in Meta's spelling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, sqlx::Type)]
+#[serde(try_from = "String")]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TemplateStatus {
+    #[default]
+    Approved,
+    Pending,
+    Rejected,
+    Paused,
+    Disabled,
+    Flagged,
+    InAppeal,
+    PendingDeletion,
+    Deleted,
+    Archived,
+    Locked,
+    LimitExceeded,
+}
+
+impl TemplateStatus {
+    pub const ALL: [TemplateStatus; 12] = [
+        TemplateStatus::Approved,
+        TemplateStatus::Pending,
+        TemplateStatus::Rejected,
+        TemplateStatus::Paused,
+        TemplateStatus::Disabled,
+        TemplateStatus::Flagged,
+        TemplateStatus::InAppeal,
+        TemplateStatus::PendingDeletion,
+        TemplateStatus::Deleted,
+        TemplateStatus::Archived,
+        TemplateStatus::Locked,
+        TemplateStatus::LimitExceeded,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TemplateStatus::Approved => "APPROVED",
+            TemplateStatus::Pending => "PENDING",
+            TemplateStatus::Rejected => "REJECTED",
+            TemplateStatus::Paused => "PAUSED",
+            TemplateStatus::Disabled => "DISABLED",
+            TemplateStatus::Flagged => "FLAGGED",
+            TemplateStatus::InAppeal => "IN_APPEAL",
+            TemplateStatus::PendingDeletion => "PENDING_DELETION",
+            TemplateStatus::Deleted => "DELETED",
+            TemplateStatus::Archived => "ARCHIVED",
+            TemplateStatus::Locked => "LOCKED",
+            TemplateStatus::LimitExceeded => "LIMIT_EXCEEDED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let wanted = raw.trim().to_ascii_uppercase();
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("'{raw}' is not a template status ({})", names.join(", "))
+            })
+    }
+}
+
+impl TryFrom<String> for TemplateStatus {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        TemplateStatus::parse(&value)
+    }
+}
+
+impl fmt::Display for TemplateStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+crate::string_schema!(TemplateStatus);
+
+/// A template's category. `templates.yaml` writes it in lowercase; Meta and the `templates`
+/// table in uppercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "UPPERCASE")]
+pub enum TemplateCategory {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+impl TemplateCategory {
+    pub const ALL: [TemplateCategory; 3] = [
+        TemplateCategory::Marketing,
+        TemplateCategory::Utility,
+        TemplateCategory::Authentication,
+    ];
+
+    /// As Meta spells it (and the `templates` table stores it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TemplateCategory::Marketing => "MARKETING",
+            TemplateCategory::Utility => "UTILITY",
+            TemplateCategory::Authentication => "AUTHENTICATION",
+        }
+    }
+
+    /// Meta's spelling, in any case.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let wanted = raw.trim().to_ascii_uppercase();
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("'{raw}' is not a template category (MARKETING, UTILITY, AUTHENTICATION)")
+            })
+    }
+}
+
+impl fmt::Display for TemplateCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +209,23 @@ mod tests {
         for bad in ["", "Hello", "has space", "dash-ed", &"a".repeat(513)] {
             assert!(TemplateName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn template_statuses_and_categories_read_meta_spellings_in_any_case() {
+        assert_eq!(
+            TemplateStatus::parse("pending_deletion"),
+            Ok(TemplateStatus::PendingDeletion)
+        );
+        for s in TemplateStatus::ALL {
+            assert_eq!(TemplateStatus::parse(s.as_str()), Ok(s));
+        }
+        assert!(TemplateStatus::parse("SUSPENDED").is_err());
+        assert_eq!(
+            TemplateCategory::parse("marketing"),
+            Ok(TemplateCategory::Marketing)
+        );
+        assert!(TemplateCategory::parse("").is_err());
     }
 
     #[test]

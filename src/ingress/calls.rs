@@ -16,7 +16,6 @@ use super::{IngressState, signature};
 use crate::{
     bus::outbox,
     config::Config,
-    contacts,
     domain::{CloudEvent, EventType, PhoneNumber},
     events::{self, Recorded},
 };
@@ -291,7 +290,7 @@ async fn store(
     let mut tx = pool.begin().await?;
     let recorded = events::record(&mut tx, event, &call.dedup_key()).await?;
     if recorded.is_new() {
-        contacts::seen(
+        crate::store::contacts::seen(
             &mut tx,
             &call.customer,
             call.customer_name.as_deref(),

@@ -14,6 +14,7 @@ use crate::{
     bus::{Destination, outbox::OutboxRow},
     db::batch::Batched,
     domain::{CloudEvent, EventType, OptOutKeywords},
+    store::{senders::QualityChange, templates::StatusChange},
 };
 
 #[derive(Debug, Default)]
@@ -611,14 +612,13 @@ async fn store_template_status(
     );
     let body = serde_json::to_value(&event).unwrap_or(Value::Null);
     // The catalog's row moves with the event, when the event is new and changes the status.
-    let more = ", upd AS (
-           UPDATE templates SET status = $9, updated_at = now()
-           WHERE name = $10 AND language = $11 AND $9 IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
-         )";
-    let row = event_query(more, &event, &key, &body)
-        .bind(crate::templates::status_after_event(&t.event))
-        .bind(&t.template_name)
-        .bind(t.language.replace('-', "_"))
+    let change = StatusChange {
+        status: crate::templates::status_after_event(&t.event),
+        name: &t.template_name,
+        language: t.language.replace('-', "_"),
+    };
+    let row = change
+        .bind(event_query(StatusChange::CTES, &event, &key, &body))
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);
@@ -647,48 +647,18 @@ async fn store_quality(
         Value::Object(q.data.clone()),
     );
     let body = serde_json::to_value(&event).unwrap_or(Value::Null);
-    // With a new event only, in the same statement: the sender (found by its display number,
-    // else recorded under it) takes the rating; a drop (the event says so, or the rating is
-    // below the one recorded) pauses its dispatches and queues one notice for the team.
+    // With a new event only, in the same statement: the sender takes the rating; a drop pauses
+    // its dispatches and queues one notice for the team (see `QualityChange`).
     let assessment = crate::senders::quality::assess(&q.event, &q.data);
-    let rank = assessment
-        .rating
-        .and_then(crate::senders::quality::rating_rank);
-    let more = format!(
-        ", who AS (
-           SELECT coalesce((SELECT id FROM senders WHERE id = $9 OR display_phone_number = $9
-                            ORDER BY id = $9 DESC LIMIT 1), $9) AS id
-         ), judged AS (
-           SELECT who.id, $12 OR ($13::int IS NOT NULL AND $13::int < {}) AS dropped
-           FROM who LEFT JOIN senders s ON s.id = who.id
-         ), snd AS (
-           INSERT INTO senders AS s (id, display_phone_number, quality_rating, quality_event, quality_at,
-                                     dispatch_paused, paused_reason, paused_at, updated_at)
-           SELECT judged.id, $9, $10, $11, now(), judged.dropped,
-                  CASE WHEN judged.dropped THEN $14 END, CASE WHEN judged.dropped THEN now() END, now()
-           FROM judged WHERE EXISTS (SELECT 1 FROM ins)
-           ON CONFLICT (id) DO UPDATE SET
-             quality_rating = coalesce(EXCLUDED.quality_rating, s.quality_rating),
-             quality_event = EXCLUDED.quality_event, quality_at = now(),
-             dispatch_paused = s.dispatch_paused OR EXCLUDED.dispatch_paused,
-             paused_reason = CASE WHEN EXCLUDED.dispatch_paused THEN EXCLUDED.paused_reason ELSE s.paused_reason END,
-             paused_at = CASE WHEN EXCLUDED.dispatch_paused AND NOT s.dispatch_paused THEN now() ELSE s.paused_at END,
-             updated_at = now()
-           RETURNING s.id
-         ), notice AS (
-           INSERT INTO sender_notices (sender_id, event_id, kind, rating, reason)
-           SELECT snd.id, ins.id, 'quality_dropped', $10, $14
-           FROM snd, ins, judged WHERE judged.dropped
-         )",
-        crate::senders::quality::rating_rank_sql("s.quality_rating")
-    );
-    let row = event_query(&more, &event, &key, &body)
-        .bind(crate::senders::pacing::digits(&q.display_phone_number))
-        .bind(assessment.rating)
-        .bind(q.event.trim().to_ascii_uppercase())
-        .bind(assessment.dropped)
-        .bind(rank)
-        .bind(&assessment.reason)
+    let change = QualityChange {
+        sender: crate::senders::pacing::digits(&q.display_phone_number),
+        rating: assessment.rating,
+        event: q.event.trim().to_ascii_uppercase(),
+        dropped: assessment.dropped,
+        reason: assessment.reason,
+    };
+    let row = change
+        .bind(event_query(QualityChange::CTES, &event, &key, &body))
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);

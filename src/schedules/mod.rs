@@ -16,9 +16,10 @@ use crate::{
         Bus,
         outbox::{self, OutboxRow},
     },
-    dispatch::{self, Defaults, NewDispatch, Source, Target},
+    dispatch::{self, Defaults, DispatchEventType, NewDispatch, Source, Target},
     domain::{CloudEvent, CronExpr, EventType, TimeZone},
     events,
+    store::schedule_ticks,
     workflow::{Missed, SharedWorkflows, Workflow},
 };
 
@@ -111,25 +112,16 @@ async fn fire_one(
 ) -> anyhow::Result<Option<Fired>> {
     let mut tx = pool.begin().await.context("begin")?;
     // First sight of a schedule: it starts counting now (ticks before it existed never fire).
-    let inserted = sqlx::query(
-        "INSERT INTO schedule_ticks (workflow, last_tick) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(&workflow.name)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .context("register schedule")?;
-    if inserted.rows_affected() == 1 {
+    let registered = schedule_ticks::register(&mut tx, &workflow.name, now)
+        .await
+        .context("register schedule")?;
+    if registered {
         tx.commit().await.context("commit")?;
         return Ok(None);
     }
-    let last: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT last_tick FROM schedule_ticks WHERE workflow = $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(&workflow.name)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("lock schedule")?;
+    let last = schedule_ticks::lock(&mut tx, &workflow.name)
+        .await
+        .context("lock schedule")?;
     let Some(last) = last else {
         return Ok(None); // another scheduler holds it
     };
@@ -140,10 +132,7 @@ async fn fire_one(
         tx.rollback().await.context("release schedule")?;
         return Ok(None);
     };
-    sqlx::query("UPDATE schedule_ticks SET last_tick = $2, updated_at = now() WHERE workflow = $1")
-        .bind(&workflow.name)
-        .bind(tick)
-        .execute(&mut *tx)
+    schedule_ticks::advance(&mut tx, &workflow.name, tick)
         .await
         .context("move schedule")?;
     let late = now - tick > GRACE;
@@ -205,7 +194,7 @@ async fn fire_one(
                     source: Source::Schedule,
                     started_by: Some(format!("schedule {}", cron_source(cron))),
                 },
-                EventType::Schedule,
+                DispatchEventType::Schedule,
             )
             .await;
             match created {

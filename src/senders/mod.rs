@@ -9,28 +9,18 @@ pub mod quality;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
+pub use crate::store::senders::{QualityRating, SenderRow, SenderStatus};
 use crate::{
     domain::PhoneNumber,
     failure::{ErrorClass, StepError},
     providers::whatsapp::{Receipt, WhatsApp},
+    store::{sender_pacing, senders as store},
 };
 pub use pacing::{Limit, Limits, Reservation, SendersConfig};
-
-/// Statuses in which a sender cannot send (fail fast, before Meta).
-pub const OFFLINE_STATUSES: &[&str] = &["offline", "disconnected", "restricted"];
-/// Statuses an operator may set.
-pub const STATUSES: &[&str] = &[
-    "connected",
-    "offline",
-    "disconnected",
-    "flagged",
-    "restricted",
-];
 
 /// The send path's view of the senders: the pool, the limits, and the slot reservation
 /// (batched across the sends of this process).
@@ -98,7 +88,7 @@ impl Senders {
         match whatsapp.send(sender, request).await {
             Ok(receipt) => {
                 if probe {
-                    self.record_status(sender, "connected", "a send succeeded")
+                    self.record_status(sender, SenderStatus::Connected, "a send succeeded")
                         .await;
                 }
                 Ok(receipt)
@@ -112,12 +102,14 @@ impl Senders {
                             code.map_or("-".into(), |c| c.to_string()),
                             e.message
                         );
-                        tracing::warn!(sender, status, detail, "sender marked {status}");
+                        tracing::warn!(sender, status = %status, detail, "sender marked {status}");
                         self.record_status(sender, status, &detail).await;
                     }
                     (ErrorClass::RateLimited, Some(130429)) => {
                         let pause = e.retry_after.unwrap_or(Duration::from_secs(1));
-                        if let Err(err) = pacing::hold_sender(&self.pool, sender, pause).await {
+                        if let Err(err) =
+                            sender_pacing::hold_sender(&self.pool, sender, pause).await
+                        {
                             tracing::warn!(sender, error = %err, "could not hold the sender's sends");
                         }
                     }
@@ -127,7 +119,8 @@ impl Senders {
                         let gap = limit.recipient_gap.max(Duration::from_secs(6));
                         let hold = gap * limit.recipient_burst.max(1);
                         if let Err(err) =
-                            pacing::hold_recipient(&self.pool, sender, to.digits(), hold).await
+                            sender_pacing::hold_recipient(&self.pool, sender, to.digits(), hold)
+                                .await
                         {
                             tracing::warn!(sender, error = %err, "could not hold the recipient's sends");
                         }
@@ -141,41 +134,20 @@ impl Senders {
 
     /// Records a status the Graph API showed (logged, never fatal: the send's outcome is what
     /// the step reports).
-    async fn record_status(&self, sender: &str, status: &str, detail: &str) {
-        if let Err(e) = set_status(&self.pool, sender, status, detail).await {
-            tracing::warn!(sender, status, error = %e, "could not record the sender's status");
+    async fn record_status(&self, sender: &str, status: SenderStatus, detail: &str) {
+        if let Err(e) = store::set_status(&self.pool, sender, status, detail).await {
+            tracing::warn!(sender, status = %status, error = %e, "could not record the sender's status");
         }
     }
 }
 
 /// The status a Graph "Sender offline" code means: locked or blocked numbers are restricted,
 /// the rest (not registered, ...) offline.
-pub fn offline_status(code: Option<i64>) -> &'static str {
+pub fn offline_status(code: Option<i64>) -> SenderStatus {
     match code {
-        Some(131031) | Some(368) => "restricted",
-        _ => "offline",
+        Some(131031) | Some(368) => SenderStatus::Restricted,
+        _ => SenderStatus::Offline,
     }
-}
-
-/// Sets a sender's status (creating its row), with why.
-pub async fn set_status(
-    pool: &PgPool,
-    sender: &str,
-    status: &str,
-    detail: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO senders (id, status, status_detail, status_changed_at, updated_at)
-         VALUES ($1, $2, $3, now(), now())
-         ON CONFLICT (id) DO UPDATE SET status = $2, status_detail = $3,
-           status_changed_at = now(), updated_at = now()",
-    )
-    .bind(sender)
-    .bind(status)
-    .bind(detail)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// Records the display numbers of `senders.yaml`, so quality webhooks find their sender.
@@ -183,60 +155,18 @@ pub async fn record_display_numbers(
     pool: &PgPool,
     numbers: &[(String, String)],
 ) -> sqlx::Result<()> {
-    for (id, display) in numbers {
-        sqlx::query(
-            "INSERT INTO senders (id, display_phone_number) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET display_phone_number = $2
-             WHERE senders.display_phone_number IS DISTINCT FROM $2",
-        )
-        .bind(id)
-        .bind(display)
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
+    store::record_display_numbers(pool, numbers).await
 }
-
-/// A sender as `herald senders list|show` prints it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct SenderRow {
-    pub id: String,
-    pub display_phone_number: Option<String>,
-    pub status: String,
-    pub status_detail: Option<String>,
-    pub status_changed_at: Option<DateTime<Utc>>,
-    pub quality_rating: Option<String>,
-    pub quality_event: Option<String>,
-    pub quality_at: Option<DateTime<Utc>>,
-    pub dispatch_paused: bool,
-    pub paused_reason: Option<String>,
-    pub paused_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const SENDER_COLUMNS: &str = "id, display_phone_number, status, status_detail, status_changed_at, \
-     quality_rating, quality_event, quality_at, dispatch_paused, paused_reason, paused_at, updated_at";
 
 pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<SenderRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SENDER_COLUMNS} FROM senders ORDER BY id"
-    )))
-    .fetch_all(pool)
-    .await
-    .context("list senders")
+    store::list(pool).await.context("list senders")
 }
 
 /// One sender, by its phone_number_id or its display number.
 pub async fn show(pool: &PgPool, sender: &str) -> anyhow::Result<Option<SenderRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SENDER_COLUMNS} FROM senders WHERE id = $1 OR display_phone_number = $2
-         ORDER BY id = $1 DESC LIMIT 1"
-    )))
-    .bind(sender)
-    .bind(pacing::digits(sender))
-    .fetch_optional(pool)
-    .await
-    .context("load sender")
+    store::find(pool, sender, &pacing::digits(sender))
+        .await
+        .context("load sender")
 }
 
 /// What `resume` did.
@@ -255,14 +185,9 @@ pub async fn resume(pool: &PgPool, sender: &str) -> anyhow::Result<Resumed> {
             "no sender '{sender}': Herald knows the senders in `herald senders list` (a sender appears there once Meta reports on it or it is set)"
         );
     };
-    sqlx::query(
-        "UPDATE senders SET dispatch_paused = false, paused_reason = NULL, paused_at = NULL,
-           updated_at = now() WHERE id = $1",
-    )
-    .bind(&row.id)
-    .execute(pool)
-    .await
-    .context("resume sender")?;
+    store::resume_dispatches(pool, &row.id)
+        .await
+        .context("resume sender")?;
     tracing::info!(sender = %row.id, was_paused = row.dispatch_paused, "sender's dispatches resumed");
     Ok(Resumed {
         sender: row.id,
@@ -277,16 +202,14 @@ pub async fn set_status_by_operator(
     sender: &str,
     status: &str,
 ) -> anyhow::Result<()> {
-    if !STATUSES.contains(&status) {
-        bail!(
-            "unknown status '{status}': use one of {}",
-            STATUSES.join(", ")
-        );
-    }
+    let Some(status) = SenderStatus::parse(status) else {
+        let known: Vec<&str> = SenderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        bail!("unknown status '{status}': use one of {}", known.join(", "));
+    };
     if sender.trim().is_empty() || !sender.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("'{sender}' is not a sender id (the phone_number_id, digits)");
     }
-    set_status(pool, sender, status, "set by an operator")
+    store::set_status(pool, sender, status, "set by an operator")
         .await
         .context("set sender status")
 }
@@ -297,12 +220,11 @@ mod tests {
 
     #[test]
     fn locked_and_blocked_numbers_are_restricted_the_rest_offline() {
-        assert_eq!(offline_status(Some(131031)), "restricted");
-        assert_eq!(offline_status(Some(368)), "restricted");
-        assert_eq!(offline_status(Some(133010)), "offline");
-        assert_eq!(offline_status(None), "offline");
-        for s in OFFLINE_STATUSES {
-            assert!(STATUSES.contains(s));
-        }
+        assert_eq!(offline_status(Some(131031)), SenderStatus::Restricted);
+        assert_eq!(offline_status(Some(368)), SenderStatus::Restricted);
+        assert_eq!(offline_status(Some(133010)), SenderStatus::Offline);
+        assert_eq!(offline_status(None), SenderStatus::Offline);
+        assert!(offline_status(None).is_offline() && offline_status(Some(368)).is_offline());
+        assert!(!SenderStatus::Connected.is_offline() && !SenderStatus::Flagged.is_offline());
     }
 }

@@ -5,60 +5,56 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::providers::notify::Notifier;
-
-type NoticeRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    String,
-    i32,
-    DateTime<Utc>,
-);
+use crate::{
+    providers::notify::Notifier,
+    store::sender_notices::{self as store, Notice, NoticeKind},
+};
 
 /// Sends every due notice (up to 20); returns how many were sent.
 pub async fn send_due(pool: &PgPool, notifier: &Notifier) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("begin sender notices")?;
-    let due: Vec<NoticeRow> = sqlx::query_as(
-        "SELECT id, sender_id, kind, rating, reason, attempts, created_at FROM sender_notices
-         WHERE sent_at IS NULL AND next_try_at <= now() ORDER BY id LIMIT 20
-         FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("claim sender notices")?;
+    let due = store::claim_due(&mut tx)
+        .await
+        .context("claim sender notices")?;
     let mut sent = 0;
-    for (id, sender, kind, rating, reason, attempts, created_at) in due {
-        let text = match kind.as_str() {
-            "quality_dropped" => format!(
+    for Notice {
+        id,
+        sender_id: sender,
+        kind,
+        rating,
+        reason,
+        attempts,
+        created_at,
+    } in due
+    {
+        let text = match kind {
+            NoticeKind::QualityDropped => format!(
                 "Herald: the quality of sender {sender} dropped ({reason}). Its bulk dispatches are paused. \
                  Check the number's quality in WhatsApp Manager, then resume with `herald senders resume {sender}`."
             ),
-            other => format!("Herald: sender {sender}: {other} ({reason})"),
         };
         if attempts == 0 {
             tracing::warn!(
                 sender,
                 reason,
-                rating,
+                rating = rating.map(|r| r.as_str()),
                 "sender quality dropped; bulk dispatches paused"
             );
         }
         let fields = [
             ("sender", sender.clone()),
-            ("quality", rating.clone().unwrap_or_else(|| "-".into())),
+            (
+                "quality",
+                rating.map_or_else(|| "-".into(), |r| r.as_str().to_string()),
+            ),
             ("reported", created_at.to_rfc3339()),
         ];
         match notifier.send(&text, &fields).await {
             Ok(()) => {
-                sqlx::query("UPDATE sender_notices SET sent_at = now() WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
+                store::mark_sent(&mut tx, id)
                     .await
                     .context("mark sender notice sent")?;
                 sent += 1;
@@ -68,15 +64,9 @@ pub async fn send_due(pool: &PgPool, notifier: &Notifier) -> anyhow::Result<usiz
                     .retry_after
                     .unwrap_or(Duration::from_secs(30u64 << attempts.clamp(0, 5)));
                 tracing::warn!(sender, error = %e, retry_in = ?wait, "sender notice not delivered; will retry");
-                sqlx::query(
-                    "UPDATE sender_notices SET attempts = attempts + 1,
-                       next_try_at = now() + make_interval(secs => $2) WHERE id = $1",
-                )
-                .bind(id)
-                .bind(wait.as_secs_f64())
-                .execute(&mut *tx)
-                .await
-                .context("reschedule sender notice")?;
+                store::retry_later(&mut tx, id, wait)
+                    .await
+                    .context("reschedule sender notice")?;
             }
         }
     }
@@ -105,7 +95,7 @@ pub async fn run(
         }
         if last_cleanup.elapsed() > Duration::from_secs(300) {
             last_cleanup = tokio::time::Instant::now();
-            match super::pacing::forget_idle_pairs(&pool).await {
+            match crate::store::sender_pacing::forget_idle_pairs(&pool).await {
                 Ok(n) if n > 0 => {
                     tracing::debug!(forgotten = n, "idle recipient pacing rows removed")
                 }

@@ -3,38 +3,25 @@
 
 use serde_json::{Map, Value};
 
+use crate::store::senders::QualityRating;
+
 /// What a quality webhook means for the sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
-    /// The rating it reports (GREEN, YELLOW, RED), when it reports one.
-    pub rating: Option<&'static str>,
+    /// The rating it reports, when it reports one.
+    pub rating: Option<QualityRating>,
     /// The event itself says quality or limits went down (FLAGGED, DOWNGRADE, a lower tier).
     pub dropped: bool,
     /// Why, for the operator: "FLAGGED (TIER_10K)".
     pub reason: String,
 }
 
-/// Orders ratings: RED 1, YELLOW 2, GREEN 3.
-pub fn rating_rank(rating: &str) -> Option<i32> {
-    match rating {
-        "RED" => Some(1),
-        "YELLOW" => Some(2),
-        "GREEN" => Some(3),
-        _ => None,
-    }
-}
-
-/// SQL of [`rating_rank`] over `column` (an unknown rating counts as GREEN).
-pub fn rating_rank_sql(column: &str) -> String {
-    format!("CASE {column} WHEN 'RED' THEN 1 WHEN 'YELLOW' THEN 2 ELSE 3 END")
-}
-
 /// Meta's quality names, old and new, in Herald's (GREEN, YELLOW, RED).
-fn rating(raw: &str) -> Option<&'static str> {
+fn rating(raw: &str) -> Option<QualityRating> {
     match raw.trim().to_ascii_uppercase().as_str() {
-        "GREEN" | "HIGH" => Some("GREEN"),
-        "YELLOW" | "MEDIUM" => Some("YELLOW"),
-        "RED" | "LOW" => Some("RED"),
+        "GREEN" | "HIGH" => Some(QualityRating::Green),
+        "YELLOW" | "MEDIUM" => Some(QualityRating::Yellow),
+        "RED" | "LOW" => Some(QualityRating::Red),
         _ => None,
     }
 }
@@ -76,12 +63,12 @@ pub fn assess(event: &str, value: &Map<String, Value>) -> Assessment {
         _ => false,
     };
     let rating_dropped = match (previous, reported) {
-        (Some(old), Some(new)) => rating_rank(new) < rating_rank(old),
+        (Some(old), Some(new)) => new.rank() < old.rank(),
         _ => false,
     };
     let (rating, event_dropped) = match event_upper.as_str() {
         // Meta flags a number when its quality rating reaches Low.
-        "FLAGGED" => (reported.or(Some("RED")), true),
+        "FLAGGED" => (reported.or(Some(QualityRating::Red)), true),
         "DOWNGRADE" => (reported, true),
         _ => (reported, false),
     };
@@ -124,7 +111,7 @@ mod tests {
         let v = value(body["entry"][0]["changes"][0]["value"].clone());
         let a = assess(v["event"].as_str().unwrap(), &v);
         assert!(a.dropped);
-        assert_eq!(a.rating, Some("RED"));
+        assert_eq!(a.rating, Some(QualityRating::Red));
         assert_eq!(a.reason, "FLAGGED (TIER_10K), quality RED");
     }
 
@@ -157,19 +144,19 @@ mod tests {
                 "QUALITY_UPDATE",
                 json!({"old_quality_rating": "GREEN", "quality_rating": "YELLOW"}),
                 true,
-                Some("YELLOW"),
+                Some(QualityRating::Yellow),
             ),
             (
                 "QUALITY_UPDATE",
                 json!({"old_quality_rating": "LOW", "quality_rating": "MEDIUM"}),
                 false,
-                Some("YELLOW"),
+                Some(QualityRating::Yellow),
             ),
             (
                 "FLAGGED",
                 json!({"quality_rating": "YELLOW"}),
                 true,
-                Some("YELLOW"),
+                Some(QualityRating::Yellow),
             ),
         ];
         for (event, v, dropped, rating) in cases {
@@ -181,8 +168,9 @@ mod tests {
 
     #[test]
     fn ratings_are_ranked_red_below_yellow_below_green() {
-        assert!(rating_rank("RED") < rating_rank("YELLOW"));
-        assert!(rating_rank("YELLOW") < rating_rank("GREEN"));
-        assert_eq!(rating_rank("PURPLE"), None);
+        assert!(rating("RED").unwrap().rank() < rating("YELLOW").unwrap().rank());
+        assert!(rating("YELLOW").unwrap().rank() < rating("GREEN").unwrap().rank());
+        assert_eq!(rating("LOW"), Some(QualityRating::Red));
+        assert_eq!(rating("PURPLE"), None);
     }
 }

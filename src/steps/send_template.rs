@@ -534,7 +534,7 @@ impl SendTemplate {
         let marketing = facts
             .template
             .as_ref()
-            .is_some_and(|t| t.category.eq_ignore_ascii_case("marketing"));
+            .is_some_and(|t| t.category == crate::domain::TemplateCategory::Marketing);
         if marketing && facts.opted_out {
             return Err(StepError::new(
                 ErrorClass::OptedOut,

@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{ErrorClass, Step, StepContext, StepError, StepOutput, http_request::JsonTemplate};
-use crate::{domain::PhoneNumber, expr::Text};
+use crate::{
+    domain::PhoneNumber,
+    expr::Text,
+    store::contacts::{StepChange, StepContact},
+};
 
 /// Longest name, field name and group name accepted.
 const MAX_NAME_CHARS: usize = 256;
@@ -207,43 +211,29 @@ impl Step for UpdateContact {
     }
 
     async fn execute(&self, input: Input, ctx: &StepContext<'_>) -> Result<StepOutput, StepError> {
-        type Row = (
-            String,
-            Option<String>,
-            Option<String>,
-            Value,
-            Vec<String>,
-            bool,
-        );
-        // One statement: create the contact or update it; groups keep their order, new ones
-        // are appended, removed ones dropped, none twice.
-        let row: Row = sqlx::query_as(
-            "INSERT INTO contacts (id, customer_id, phone, name, fields, groups, opted_out)
-             VALUES ($1, $2, $3, $4, $5,
-                     ARRAY(SELECT g FROM unnest($6::text[]) WITH ORDINALITY AS t(g, i)
-                           WHERE g <> ALL($7::text[]) GROUP BY g ORDER BY min(i)),
-                     COALESCE($8, false))
-             ON CONFLICT (customer_id) DO UPDATE SET
-               name = COALESCE($4, contacts.name),
-               phone = COALESCE(contacts.phone, EXCLUDED.phone),
-               fields = contacts.fields || $5,
-               groups = ARRAY(SELECT g FROM unnest(contacts.groups || $6::text[]) WITH ORDINALITY AS t(g, i)
-                              WHERE g <> ALL($7::text[]) GROUP BY g ORDER BY min(i)),
-               opted_out = COALESCE($8, contacts.opted_out)
-             RETURNING customer_id, name, phone, fields, groups, opted_out",
+        let phone = phone_of(&input.contact);
+        let row = crate::store::contacts::apply_step_change(
+            &ctx.services.pool,
+            StepChange {
+                customer_id: &input.contact,
+                phone: phone.as_deref(),
+                name: input.name.as_deref(),
+                fields: &input.fields,
+                add_groups: &input.add_groups,
+                remove_groups: &input.remove_groups,
+                opted_out: input.opted_out,
+            },
         )
-        .bind(uuid::Uuid::now_v7())
-        .bind(&input.contact)
-        .bind(phone_of(&input.contact))
-        .bind(&input.name)
-        .bind(Value::Object(input.fields.clone()))
-        .bind(&input.add_groups)
-        .bind(&input.remove_groups)
-        .bind(input.opted_out)
-        .fetch_one(&ctx.services.pool)
         .await
         .map_err(|e| invalid(format!("update_contact: could not save the contact: {e}")))?;
-        let (id, name, phone, fields, groups, opted_out) = row;
+        let StepContact {
+            customer_id: id,
+            name,
+            phone,
+            fields,
+            groups,
+            opted_out,
+        } = row;
         tracing::info!(run_id = %ctx.run_id, step = ctx.step_id, contact = %id, "contact updated");
         Ok(StepOutput::new(json!({
             "id": id,

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use std::collections::BTreeMap;
 
+pub use crate::domain::{TemplateCategory as Category, TemplateStatus};
+pub use crate::store::templates::KnownTemplate;
 use crate::{
     domain::{LanguageCode, TemplateName},
     expr::Text,
@@ -42,99 +44,6 @@ pub struct TemplateSpec {
     pub status: TemplateStatus,
 }
 
-/// A template's review status, as Meta spells it (`approved` is read as `APPROVED` too).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum TemplateStatus {
-    #[default]
-    Approved,
-    Pending,
-    Rejected,
-    Paused,
-    Disabled,
-    Flagged,
-    InAppeal,
-    PendingDeletion,
-    Deleted,
-    Archived,
-    Locked,
-    LimitExceeded,
-}
-
-impl TemplateStatus {
-    const ALL: [TemplateStatus; 12] = [
-        TemplateStatus::Approved,
-        TemplateStatus::Pending,
-        TemplateStatus::Rejected,
-        TemplateStatus::Paused,
-        TemplateStatus::Disabled,
-        TemplateStatus::Flagged,
-        TemplateStatus::InAppeal,
-        TemplateStatus::PendingDeletion,
-        TemplateStatus::Deleted,
-        TemplateStatus::Archived,
-        TemplateStatus::Locked,
-        TemplateStatus::LimitExceeded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TemplateStatus::Approved => "APPROVED",
-            TemplateStatus::Pending => "PENDING",
-            TemplateStatus::Rejected => "REJECTED",
-            TemplateStatus::Paused => "PAUSED",
-            TemplateStatus::Disabled => "DISABLED",
-            TemplateStatus::Flagged => "FLAGGED",
-            TemplateStatus::InAppeal => "IN_APPEAL",
-            TemplateStatus::PendingDeletion => "PENDING_DELETION",
-            TemplateStatus::Deleted => "DELETED",
-            TemplateStatus::Archived => "ARCHIVED",
-            TemplateStatus::Locked => "LOCKED",
-            TemplateStatus::LimitExceeded => "LIMIT_EXCEEDED",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let wanted = raw.trim().to_ascii_uppercase();
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == wanted)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                format!("'{raw}' is not a template status ({})", names.join(", "))
-            })
-    }
-}
-
-impl TryFrom<String> for TemplateStatus {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        TemplateStatus::parse(&value)
-    }
-}
-
-crate::string_schema!(TemplateStatus);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Marketing,
-    Utility,
-    Authentication,
-}
-
-impl Category {
-    /// As Meta spells it (and the `templates` table stores it).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Marketing => "MARKETING",
-            Category::Utility => "UTILITY",
-            Category::Authentication => "AUTHENTICATION",
-        }
-    }
-}
-
-/// A template as the run-time catalog knows it (a `templates` row).
 /// A `send_template` step's variables: positional (`{{1}}`, `{{2}}`, ...) or named.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -147,14 +56,6 @@ impl Default for Variables {
     fn default() -> Self {
         Variables::Positional(Vec::new())
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct KnownTemplate {
-    pub category: String,
-    pub status: String,
-    pub body_parameters: i32,
-    pub named_parameters: Vec<String>,
 }
 
 /// Why the body variables a step gives do not fit a template with `body_parameters` positional
@@ -210,7 +111,7 @@ pub fn check_send(
             "Template not found: '{name}' ({language}) is unknown to the template catalog"
         ));
     };
-    if known.status != TemplateStatus::Approved.as_str() {
+    if known.status != TemplateStatus::Approved {
         return Err(format!(
             "Template not found: '{name}' ({language}) has status {}, not APPROVED",
             known.status
@@ -278,8 +179,8 @@ mod tests {
 
     fn known(status: &str, count: i32, named: &[&str]) -> KnownTemplate {
         KnownTemplate {
-            category: "UTILITY".into(),
-            status: status.into(),
+            category: Category::Utility,
+            status: TemplateStatus::parse(status).unwrap(),
             body_parameters: count,
             named_parameters: named.iter().map(|n| n.to_string()).collect(),
         }

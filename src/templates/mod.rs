@@ -12,48 +12,40 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::store::templates::{FactsRequest, KnownTemplate, SendFacts};
 use crate::{
-    domain::PhoneNumber,
+    domain::{PhoneNumber, TemplateCategory, TemplateStatus},
     providers::whatsapp::{ListedTemplate, WhatsApp},
-    templates::catalog::{Catalog, KnownTemplate},
+    store::templates::{self as store, NewTemplate, ReadFacts, TemplateSource},
+    templates::catalog::Catalog,
 };
 
 /// Makes the `config` rows of the table what `catalog` says (none when there is no file):
 /// inserts and updates its templates, removes config rows it no longer lists. Rows synced from
 /// the Graph API are Meta's word and are left alone. Returns the number of templates in the file.
 pub async fn seed_from_config(pool: &PgPool, catalog: Option<&Catalog>) -> anyhow::Result<usize> {
-    let templates = catalog.map(|c| c.templates.as_slice()).unwrap_or_default();
+    let templates: Vec<NewTemplate<'_>> = catalog
+        .map(|c| c.templates.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| NewTemplate {
+            name: t.name.as_str(),
+            language: t.language.as_str(),
+            category: t.category,
+            body_parameters: i32::try_from(t.body_parameters).unwrap_or(i32::MAX),
+            named_parameters: &t.named_parameters,
+            status: t.status,
+        })
+        .collect();
     let mut tx = pool.begin().await.context("begin template seed")?;
-    for t in templates {
-        sqlx::query(
-            "INSERT INTO templates (name, language, category, body_parameters, named_parameters, status, source)
-             VALUES ($1, $2, $3, $4, $5, $6, 'config')
-             ON CONFLICT (name, language) DO UPDATE SET
-               category = EXCLUDED.category, body_parameters = EXCLUDED.body_parameters,
-               named_parameters = EXCLUDED.named_parameters, status = EXCLUDED.status, updated_at = now()
-             WHERE templates.source = 'config'",
-        )
-        .bind(t.name.as_str())
-        .bind(t.language.as_str())
-        .bind(t.category.as_str())
-        .bind(i32::try_from(t.body_parameters).unwrap_or(i32::MAX))
-        .bind(&t.named_parameters)
-        .bind(t.status.as_str())
-        .execute(&mut *tx)
-        .await
-        .context("store a template of templates.yaml")?;
+    for t in &templates {
+        store::store_config(&mut tx, t)
+            .await
+            .context("store a template of templates.yaml")?;
     }
-    let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
-    let languages: Vec<&str> = templates.iter().map(|t| t.language.as_str()).collect();
-    sqlx::query(
-        "DELETE FROM templates WHERE source = 'config'
-         AND (name, language) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-    )
-    .bind(&names)
-    .bind(&languages)
-    .execute(&mut *tx)
-    .await
-    .context("remove templates no longer in templates.yaml")?;
+    store::remove_others(&mut tx, TemplateSource::Config, &templates)
+        .await
+        .context("remove templates no longer in templates.yaml")?;
     tx.commit().await.context("commit template seed")?;
     Ok(templates.len())
 }
@@ -79,49 +71,52 @@ pub async fn sync_from_graph(
     store_listed(pool, &listed).await
 }
 
+/// A listed template as the catalog stores it; `None` (with a warning) when Meta gives it a
+/// status or a category Herald does not know: it is left out of the catalog, so it is not sent.
+fn catalog_entry(t: &ListedTemplate) -> Option<NewTemplate<'_>> {
+    let parsed = TemplateStatus::parse(&t.status)
+        .and_then(|status| TemplateCategory::parse(&t.category).map(|c| (status, c)));
+    match parsed {
+        Ok((status, category)) => Some(NewTemplate {
+            name: &t.name,
+            language: &t.language,
+            category,
+            body_parameters: i32::try_from(t.body_parameters).unwrap_or(i32::MAX),
+            named_parameters: &t.named_parameters,
+            status,
+        }),
+        Err(reason) => {
+            tracing::warn!(
+                template = %t.name,
+                language = %t.language,
+                reason,
+                "listed template left out of the catalog"
+            );
+            None
+        }
+    }
+}
+
 async fn store_listed(pool: &PgPool, listed: &[ListedTemplate]) -> anyhow::Result<Synced> {
     let mut tx = pool.begin().await.context("begin template sync")?;
     // One process at a time: a second one skips (the transaction-scoped lock ends with it).
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.templates.sync'))")
-            .fetch_one(&mut *tx)
-            .await
-            .context("take the template sync lock")?;
+    let locked = store::try_lock_sync(&mut tx)
+        .await
+        .context("take the template sync lock")?;
     if !locked {
         return Ok(Synced::Skipped);
     }
-    for t in listed {
-        sqlx::query(
-            "INSERT INTO templates (name, language, category, body_parameters, named_parameters, status, source)
-             VALUES ($1, $2, $3, $4, $5, $6, 'graph')
-             ON CONFLICT (name, language) DO UPDATE SET
-               category = EXCLUDED.category, body_parameters = EXCLUDED.body_parameters,
-               named_parameters = EXCLUDED.named_parameters, status = EXCLUDED.status,
-               source = 'graph', updated_at = now()",
-        )
-        .bind(&t.name)
-        .bind(&t.language)
-        .bind(&t.category)
-        .bind(i32::try_from(t.body_parameters).unwrap_or(i32::MAX))
-        .bind(&t.named_parameters)
-        .bind(&t.status)
-        .execute(&mut *tx)
-        .await
-        .context("store a listed template")?;
+    let templates: Vec<NewTemplate<'_>> = listed.iter().filter_map(catalog_entry).collect();
+    for t in &templates {
+        store::store_listed(&mut tx, t)
+            .await
+            .context("store a listed template")?;
     }
-    let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
-    let languages: Vec<&str> = listed.iter().map(|t| t.language.as_str()).collect();
-    sqlx::query(
-        "DELETE FROM templates WHERE source = 'graph'
-         AND (name, language) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-    )
-    .bind(&names)
-    .bind(&languages)
-    .execute(&mut *tx)
-    .await
-    .context("remove templates Meta no longer lists")?;
+    store::remove_others(&mut tx, TemplateSource::Graph, &templates)
+        .await
+        .context("remove templates Meta no longer lists")?;
     tx.commit().await.context("commit template sync")?;
-    Ok(Synced::Stored(listed.len()))
+    Ok(Synced::Stored(templates.len()))
 }
 
 /// Syncs at once, then every `interval`, until shutdown. A failed sync is logged and the last
@@ -150,102 +145,22 @@ pub async fn run_sync(
 }
 
 /// The status a `message_template_status_update` event gives the template, or `None` when the
-/// event does not change whether it can be sent (FLAGGED: still active, a warning).
-pub fn status_after_event(event: &str) -> Option<String> {
+/// event does not change whether it can be sent (FLAGGED: still active, a warning) or is one
+/// Herald does not know (logged; the catalog keeps the template's status).
+pub fn status_after_event(event: &str) -> Option<TemplateStatus> {
     match event.trim().to_ascii_uppercase().as_str() {
         "" | "FLAGGED" => None,
-        "REINSTATED" => Some("APPROVED".into()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// What a send must respect, read in one query at send time.
-#[derive(Debug)]
-pub struct SendFacts {
-    /// False when the catalog is empty: no run-time template check.
-    pub catalog: bool,
-    /// The template's row, when known.
-    pub template: Option<KnownTemplate>,
-    /// Whether the recipient's contact opted out.
-    pub opted_out: bool,
-}
-
-type FactsRow = (
-    i64,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<i32>,
-    Option<Vec<String>>,
-    bool,
-);
-
-/// A send's question: the template (name, language) and the recipient.
-#[derive(Clone)]
-pub struct FactsRequest {
-    pub name: String,
-    pub language: String,
-    pub to: PhoneNumber,
-}
-
-/// Reads, for many sends in one query, the catalog's entry for (name, language) and the
-/// opt-out of the contact with the recipient's phone. Batched across the sends of a process
-/// (`db::batch`); see [`Facts`].
-#[derive(Clone)]
-struct ReadFacts;
-
-impl crate::db::batch::Statement for ReadFacts {
-    type Input = FactsRequest;
-    type Output = SendFacts;
-
-    async fn run(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        all: &[FactsRequest],
-    ) -> sqlx::Result<Vec<SendFacts>> {
-        let rows: Vec<FactsRow> = sqlx::query_as(
-            "SELECT x.ord, EXISTS (SELECT 1 FROM templates),
-                    t.category, t.status, t.body_parameters, t.named_parameters,
-                    COALESCE((SELECT bool_or(opted_out) FROM contacts
-                              WHERE customer_id = x.digits OR phone = x.phone), false)
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                    WITH ORDINALITY AS x(name, language, digits, phone, ord)
-             LEFT JOIN templates t ON t.name = x.name AND t.language = x.language
-             ORDER BY x.ord",
-        )
-        .bind(all.iter().map(|f| f.name.as_str()).collect::<Vec<_>>())
-        .bind(all.iter().map(|f| f.language.as_str()).collect::<Vec<_>>())
-        .bind(all.iter().map(|f| f.to.digits()).collect::<Vec<_>>())
-        .bind(all.iter().map(|f| f.to.to_string()).collect::<Vec<_>>())
-        .fetch_all(conn)
-        .await?;
-        let rows = crate::db::batch::one_row_each(rows, all.len(), "the template facts query")?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(_, catalog, category, status, body_parameters, named_parameters, opted_out)| {
-                    let template = match (category, status, body_parameters, named_parameters) {
-                        (
-                            Some(category),
-                            Some(status),
-                            Some(body_parameters),
-                            Some(named_parameters),
-                        ) => Some(KnownTemplate {
-                            category,
-                            status,
-                            body_parameters,
-                            named_parameters,
-                        }),
-                        _ => None,
-                    };
-                    SendFacts {
-                        catalog,
-                        template,
-                        opted_out,
-                    }
-                },
-            )
-            .collect())
+        "REINSTATED" => Some(TemplateStatus::Approved),
+        other => match TemplateStatus::parse(other) {
+            Ok(status) => Some(status),
+            Err(reason) => {
+                tracing::warn!(
+                    reason,
+                    "template status event not known; the catalog keeps the status"
+                );
+                None
+            }
+        },
     }
 }
 
@@ -286,14 +201,25 @@ mod tests {
 
     #[test]
     fn status_webhooks_pause_disable_and_reinstate_but_a_flag_changes_nothing() {
-        assert_eq!(status_after_event("PAUSED").as_deref(), Some("PAUSED"));
-        assert_eq!(status_after_event("disabled").as_deref(), Some("DISABLED"));
+        assert_eq!(status_after_event("PAUSED"), Some(TemplateStatus::Paused));
         assert_eq!(
-            status_after_event("REINSTATED").as_deref(),
-            Some("APPROVED")
+            status_after_event("disabled"),
+            Some(TemplateStatus::Disabled)
         );
-        assert_eq!(status_after_event("APPROVED").as_deref(), Some("APPROVED"));
+        assert_eq!(
+            status_after_event("REINSTATED"),
+            Some(TemplateStatus::Approved)
+        );
+        assert_eq!(
+            status_after_event("APPROVED"),
+            Some(TemplateStatus::Approved)
+        );
+        assert_eq!(
+            status_after_event("PENDING_DELETION"),
+            Some(TemplateStatus::PendingDeletion)
+        );
         assert_eq!(status_after_event("FLAGGED"), None);
         assert_eq!(status_after_event(" "), None);
+        assert_eq!(status_after_event("SOMETHING_NEW"), None);
     }
 }
