@@ -10,7 +10,7 @@ use clap::{
     error::{ContextKind, ContextValue, ErrorKind},
 };
 
-use crate::domain::{OptOutKeywords, Rate};
+use crate::domain::{HttpAllowList, OptOutKeywords, Rate};
 
 /// A value that must never appear in logs or in the API.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -129,6 +129,10 @@ pub struct Config {
     pub calls_token: Option<Secret>,
     pub calls_secret: Option<Secret>,
     pub calls_sender: String,
+    /// Inside hosts and ranges that `http_request` and assistants may reach
+    /// (`HERALD_HTTP_ALLOW`); empty: none (loopback, private, link-local and metadata
+    /// addresses are refused).
+    pub http_allow: HttpAllowList,
 }
 
 /// Every setting, declared once: a flag and an environment variable each (the variables are how
@@ -534,6 +538,16 @@ pub struct ConfigArgs {
         default_value = SANDBOX_PHONE_NUMBER_ID
     )]
     calls_sender: String,
+    /// Comma-separated hosts (crm.internal, *.corp.example), addresses and CIDR ranges
+    /// (10.0.0.0/8) that http_request and assistants may reach although they are loopback,
+    /// private, link-local or metadata addresses; unset, such calls are refused.
+    #[arg(
+        long,
+        env = "HERALD_HTTP_ALLOW",
+        global = true,
+        value_parser = HttpAllowList::parse
+    )]
+    http_allow: Option<HttpAllowList>,
 }
 
 /// `HERALD_LOG_FORMAT`.
@@ -693,6 +707,7 @@ impl ConfigArgs {
             calls_token,
             calls_secret: self.calls_secret,
             calls_sender: self.calls_sender,
+            http_allow: self.http_allow.unwrap_or_default(),
         })
     }
 }
@@ -1186,5 +1201,16 @@ mod tests {
             err.to_string().contains("HERALD_TEMPLATE_SYNC_INTERVAL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_outbound_allow_list_is_empty_by_default_and_a_bad_entry_names_the_variable() {
+        assert!(config(&[]).unwrap().http_allow.is_empty());
+        let c = config(&[("HERALD_HTTP_ALLOW", "crm.internal, 10.0.0.0/8")]).unwrap();
+        assert!(c.http_allow.allows_host("crm.internal"));
+        assert!(c.http_allow.allows_address("10.9.8.7".parse().unwrap()));
+        let err = config(&[("HERALD_HTTP_ALLOW", "crm.internal:8080")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_HTTP_ALLOW"), "{err}");
+        assert!(err.to_string().contains("crm.internal:8080"), "{err}");
     }
 }

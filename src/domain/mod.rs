@@ -1,5 +1,6 @@
 //! Domain: typed values parsed at the edge, no I/O. The core never re-validates strings.
 
+mod allow_list;
 mod duration;
 mod event;
 mod group;
@@ -9,6 +10,7 @@ mod rate;
 mod schedule;
 mod template;
 
+pub use allow_list::{HttpAllowList, InvalidAllowEntry, inside_address};
 pub use duration::HumanDuration;
 pub use event::{CloudEvent, EventType, UnknownEventType};
 pub use group::{GroupName, InvalidGroupName};
