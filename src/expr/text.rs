@@ -3,14 +3,59 @@
 
 use std::{collections::BTreeSet, fmt, sync::LazyLock};
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, UndefinedBehavior, Value};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Outside a URL a value is written as it is: `raw_url` changes nothing.
+    env.add_filter("raw_url", |value: Value| value);
     env
 });
+
+/// The engine for URLs ([`Text::render_url`]): every value is percent-encoded as a URL
+/// component, except one marked `| raw_url` (or `| safe`).
+static URL_ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("raw_url", |value: Value| {
+        if value.is_safe() {
+            value
+        } else {
+            Value::from_safe_string(value.to_string())
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || value.is_undefined() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        out.write_str(&encode_component(&value.to_string()))
+            .map_err(minijinja::Error::from)
+    });
+    env
+});
+
+/// What stays as it is in a URL component: letters, digits and `-._~` (RFC 3986 unreserved).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` percent-encoded as one URL component: `/`, `?`, `&`, `=`, `#`, `%`, spaces and
+/// every other reserved or non-ASCII character become `%XX`.
+pub fn encode_component(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
+}
+
+/// How values are written into the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Escape {
+    None,
+    UrlComponent,
+}
 
 /// A string that may contain `{{ ... }}` variables.
 #[derive(Clone, Deserialize)]
@@ -114,22 +159,41 @@ impl Text {
 
     /// Renders with the run's data (`{trigger, contact, steps, event}`).
     pub fn render(&self, data: &serde_json::Value) -> Result<String, RenderError> {
+        self.render_as(data, Escape::None)
+    }
+
+    /// Renders a URL: every value is percent-encoded as a URL component, so that a value cannot
+    /// add query parameters, path segments or a fragment; `{{ x | raw_url }}` writes a value
+    /// that is itself a URL or a path as it is.
+    pub fn render_url(&self, data: &serde_json::Value) -> Result<String, RenderError> {
+        self.render_as(data, Escape::UrlComponent)
+    }
+
+    fn render_as(&self, data: &serde_json::Value, escape: Escape) -> Result<String, RenderError> {
         if self.parsed.variables.is_empty()
             && !self.source.contains("{{")
             && !self.source.contains("{%")
         {
             return Ok(self.source.clone());
         }
-        if let Some(rendered) = self.render_plain(data) {
+        if let Some(rendered) = self.render_plain(data, escape) {
             return rendered;
         }
-        self.render_with_engine(data)
+        self.render_with_engine(data, escape)
     }
 
     /// Renders a plain text by looking its variables up, as the engine would render them;
     /// `None` when a value is one the engine formats in its own way (a boolean, a float, a
     /// list, a map).
-    fn render_plain(&self, data: &serde_json::Value) -> Option<Result<String, RenderError>> {
+    fn render_plain(
+        &self,
+        data: &serde_json::Value,
+        escape: Escape,
+    ) -> Option<Result<String, RenderError>> {
+        let write = |out: &mut String, value: &str| match escape {
+            Escape::None => out.push_str(value),
+            Escape::UrlComponent => out.extend(utf8_percent_encode(value, COMPONENT)),
+        };
         let parts = self.parsed.plain.as_ref()?;
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in parts {
@@ -147,9 +211,9 @@ impl Text {
                                 .unwrap_or(path);
                             return Some(Err(RenderError::MissingVariable(missing.clone())));
                         }
-                        Some(serde_json::Value::String(s)) => out.push_str(s),
+                        Some(serde_json::Value::String(s)) => write(&mut out, s),
                         Some(serde_json::Value::Number(n)) if !n.is_f64() => {
-                            out.push_str(&n.to_string());
+                            write(&mut out, &n.to_string());
                         }
                         Some(_) => return None,
                     }
@@ -159,10 +223,18 @@ impl Text {
         Some(Ok(out))
     }
 
-    fn render_with_engine(&self, data: &serde_json::Value) -> Result<String, RenderError> {
+    fn render_with_engine(
+        &self,
+        data: &serde_json::Value,
+        escape: Escape,
+    ) -> Result<String, RenderError> {
         // `null` counts as missing: drop it so strict mode (or `default`) sees it as undefined.
         let data = &without_nulls(data);
-        ENV.render_str(&self.source, minijinja::value::Serde(data))
+        let env = match escape {
+            Escape::None => &*ENV,
+            Escape::UrlComponent => &*URL_ENV,
+        };
+        env.render_str(&self.source, minijinja::value::Serde(data))
             .map_err(|e| {
                 if e.kind() == minijinja::ErrorKind::UndefinedError
                     && let Some(missing) = self
@@ -294,18 +366,60 @@ mod tests {
         for (source, plain) in cases {
             let text = Text::parse(source).unwrap_or_else(|e| panic!("{source}: {e}"));
             assert_eq!(text.parsed.plain.is_some(), plain, "{source}");
-            let engine = text.render_with_engine(&data);
-            assert_eq!(text.render(&data), engine, "{source}");
-            if let Some(fast) = text.render_plain(&data) {
-                assert_eq!(fast, engine, "{source}");
+            for escape in [Escape::None, Escape::UrlComponent] {
+                let engine = text.render_with_engine(&data, escape);
+                assert_eq!(text.render_as(&data, escape), engine, "{source}");
+                if let Some(fast) = text.render_plain(&data, escape) {
+                    assert_eq!(fast, engine, "{source} ({escape:?})");
+                }
             }
         }
         // The cases above reach both branches of the fast path.
         let fast = Text::parse("{{ trigger.n }}").unwrap();
-        assert_eq!(fast.render_plain(&data), Some(Ok("42".to_string())));
+        assert_eq!(
+            fast.render_plain(&data, Escape::None),
+            Some(Ok("42".to_string()))
+        );
         let engine_only = Text::parse("{{ trigger.f }}").unwrap();
-        assert_eq!(engine_only.render_plain(&data), None);
+        assert_eq!(engine_only.render_plain(&data, Escape::None), None);
         assert_eq!(engine_only.render(&data).unwrap(), "1.5");
+    }
+
+    #[test]
+    fn in_a_url_every_value_is_percent_encoded_unless_marked_raw_url() {
+        let data = json!({"trigger": {"text": "a b/../c?x=1&y=2#z%", "name": "Zoë", "n": 7,
+                          "list": ["a", "b"], "next": "https://x.example/p?q=1"}});
+        let url = |source: &str| Text::parse(source).unwrap().render_url(&data);
+        assert_eq!(
+            url("/s/{{ trigger.text }}").unwrap(),
+            "/s/a%20b%2F..%2Fc%3Fx%3D1%26y%3D2%23z%25"
+        );
+        assert_eq!(url("?n={{ trigger.name }}").unwrap(), "?n=Zo%C3%AB");
+        assert_eq!(
+            url("{{ trigger.text | upper }}").unwrap(),
+            "A%20B%2F..%2FC%3FX%3D1%26Y%3D2%23Z%25"
+        );
+        assert_eq!(url("{{ trigger.n + 1 }}").unwrap(), "8");
+        assert_eq!(
+            url("{{ trigger.list }}").unwrap(),
+            "%5B%27a%27%2C%20%27b%27%5D"
+        );
+        assert_eq!(url("{% if trigger.n %}/a b{% endif %}").unwrap(), "/a b");
+        assert_eq!(
+            url("{{ trigger.next | raw_url }}&r=1").unwrap(),
+            "https://x.example/p?q=1&r=1"
+        );
+        assert_eq!(
+            url("{{ trigger.next | safe }}").unwrap(),
+            "https://x.example/p?q=1"
+        );
+        assert_eq!(
+            url("{{ trigger.missing }}").unwrap_err(),
+            RenderError::MissingVariable("trigger.missing".into())
+        );
+        // Outside a URL, raw_url changes nothing.
+        let text = Text::parse("{{ trigger.text | raw_url }}").unwrap();
+        assert_eq!(text.render(&data).unwrap(), "a b/../c?x=1&y=2#z%");
     }
 
     #[test]
