@@ -219,25 +219,26 @@ pub async fn start(
         ));
     }
     if runs(roles, Role::Worker) {
+        let guard = crate::providers::outbound::Guard::new(config.http_allow.clone());
         let assistants = Arc::new(crate::providers::llm::Assistants::load_for(
             &config.assistants_file,
             config.sandbox(),
+            &guard,
         )?);
         // A recorded intent must outlast the slowest provider call.
         let slowest = assistants
             .longest_timeout()
             .unwrap_or_default()
             .max(config.provider_timeout);
-        let outbound = crate::steps::http_request::client()?;
         let services = Services {
             pool: pool.clone(),
             whatsapp: whatsapp.clone(),
             assistants: assistants.clone(),
             notifier: crate::providers::notify::Notifier::new(
                 config.notify_webhook_url.clone(),
-                outbound.clone(),
+                crate::providers::notify::client()?,
             ),
-            http: outbound,
+            http: crate::steps::http_request::client(guard)?,
             retry: crate::failure::RetryPolicy {
                 attempts: config.retry_attempts,
                 wait: crate::domain::HumanDuration::from(config.retry_wait),

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::outbound::{Guard, Outbound, SendError};
 use crate::{config::Secret, domain::HumanDuration, failure::ErrorClass};
 
 /// Default timeout of one chat-completions call.
@@ -42,7 +43,8 @@ pub struct Assistant {
     /// with a canned sandbox reply instead of calling the API.
     key: Option<Secret>,
     key_env: String,
-    http: reqwest::Client,
+    /// Watched by the outbound guard: an inside base URL needs `HERALD_HTTP_ALLOW`.
+    http: Outbound,
 }
 
 impl fmt::Debug for Assistant {
@@ -84,14 +86,16 @@ struct AssistantSpec {
 
 impl Assistants {
     /// Reads `path`; a missing file means no assistants. API keys come from the environment.
+    /// No inside base URL is allowed (see [`Assistants::load_for`]).
     pub fn load(path: &Path) -> anyhow::Result<Assistants> {
         Self::load_with(path, |key| std::env::var(key).ok())
     }
 
-    /// Like [`Assistants::load`]; with `sandbox` (no WhatsApp credentials), an assistant whose key
-    /// variable is unset answers with a canned sandbox reply instead of stopping start-up.
-    pub fn load_for(path: &Path, sandbox: bool) -> anyhow::Result<Assistants> {
-        Self::load_inner(path, |key| std::env::var(key).ok(), sandbox)
+    /// Like [`Assistants::load`], with calls watched by `guard` (`HERALD_HTTP_ALLOW`); with
+    /// `sandbox` (no WhatsApp credentials), an assistant whose key variable is unset answers with
+    /// a canned sandbox reply instead of stopping start-up.
+    pub fn load_for(path: &Path, sandbox: bool, guard: &Guard) -> anyhow::Result<Assistants> {
+        Self::load_inner(path, |key| std::env::var(key).ok(), sandbox, guard)
     }
 
     /// [`Assistants::load`] with the environment given as a lookup.
@@ -99,13 +103,14 @@ impl Assistants {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Assistants> {
-        Self::load_inner(path, env, false)
+        Self::load_inner(path, env, false, &Guard::default())
     }
 
     fn load_inner(
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
         sandbox: bool,
+        guard: &Guard,
     ) -> anyhow::Result<Assistants> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -122,21 +127,22 @@ impl Assistants {
                 });
             }
         };
-        let assistants = Self::parse_inner(&text, env, sandbox)
+        let assistants = Self::parse_inner(&text, env, sandbox, guard)
             .with_context(|| format!("assistants file {} (HERALD_ASSISTANTS)", path.display()))?;
         tracing::info!(file = %path.display(), assistants = ?assistants.names().collect::<Vec<_>>(), "assistants loaded");
         Ok(assistants)
     }
 
-    /// Parses the YAML text of an assistants file.
+    /// Parses the YAML text of an assistants file (no inside base URL allowed).
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Assistants> {
-        Self::parse_inner(text, env, false)
+        Self::parse_inner(text, env, false, &Guard::default())
     }
 
     fn parse_inner(
         text: &str,
         env: impl Fn(&str) -> Option<String>,
         sandbox: bool,
+        guard: &Guard,
     ) -> anyhow::Result<Assistants> {
         if text.trim().is_empty() {
             return Ok(Assistants::default());
@@ -148,7 +154,7 @@ impl Assistants {
         })?;
         let mut by_name = BTreeMap::new();
         for (name, spec) in file.assistants {
-            let assistant = Assistant::build(&name, spec, &env, sandbox)
+            let assistant = Assistant::build(&name, spec, &env, sandbox, guard)
                 .with_context(|| format!("assistant '{name}'"))?;
             by_name.insert(name, assistant);
         }
@@ -175,6 +181,7 @@ impl Assistant {
         spec: AssistantSpec,
         env: &impl Fn(&str) -> Option<String>,
         sandbox: bool,
+        guard: &Guard,
     ) -> anyhow::Result<Assistant> {
         if name.trim().is_empty() {
             bail!("an assistant name must not be empty");
@@ -185,6 +192,10 @@ impl Assistant {
         if !matches!(url.scheme(), "http" | "https") {
             bail!("base_url '{base_url}' must start with https:// or http://");
         }
+        // An address is checked now; a name each time it is resolved.
+        guard
+            .check_url(&url)
+            .map_err(|e| anyhow::anyhow!("base_url: {e}"))?;
         if spec.model.trim().is_empty() {
             bail!("model must not be empty");
         }
@@ -210,11 +221,11 @@ impl Assistant {
             None => DEFAULT_TIMEOUT,
             Some(t) => parse_timeout(t).map_err(|e| anyhow::anyhow!("timeout: {e}"))?,
         };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .context("build the HTTP client")?;
+        let http = Outbound::build(guard.clone(), |builder| {
+            builder
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(5)))
+        })?;
         Ok(Assistant {
             name: name.to_string(),
             base_url,
@@ -251,21 +262,33 @@ impl Assistant {
         };
         let url = format!("{}/chat/completions", self.base_url);
         let started = Instant::now();
-        let response = self
+        let unreachable = |e: &reqwest::Error| {
+            let message = if e.is_timeout() {
+                format!("timed out after {}", show_duration(self.timeout))
+            } else {
+                format!("unreachable: {}", self.scrub(&without_url(e)))
+            };
+            self.error(ErrorClass::ProviderError, None, message, None)
+        };
+        let request = self
             .http
-            .post(&url)
+            .request(reqwest::Method::POST, &url)
             .bearer_auth(key.expose())
             .json(&self.request_body(messages))
-            .send()
-            .await
-            .map_err(|e| {
-                let message = if e.is_timeout() {
-                    format!("timed out after {}", show_duration(self.timeout))
-                } else {
-                    format!("unreachable: {}", self.scrub(&without_url(&e)))
-                };
-                self.error(ErrorClass::ProviderError, None, message, None)
-            })?;
+            .build()
+            .map_err(|e| unreachable(&e))?;
+        let response = self.http.send(request, false).await.map_err(|e| match e {
+            SendError::Http(e) => unreachable(&e),
+            refused => LlmError {
+                permanent: true,
+                ..self.error(
+                    ErrorClass::ProviderError,
+                    None,
+                    format!("refused: {refused}"),
+                    None,
+                )
+            },
+        })?;
         let status = response.status();
         let retry_after = super::retry_after(response.headers());
         let bytes = match response.bytes().await {
@@ -329,6 +352,7 @@ impl Assistant {
                 truncate(&detail)
             ),
             retry_after,
+            permanent: false,
         }
     }
 
@@ -398,6 +422,8 @@ pub struct LlmError {
     pub message: String,
     /// How long the provider asked us to wait (Retry-After), for a 429.
     pub retry_after: Option<Duration>,
+    /// No retry can change it (a base URL the outbound guard refuses).
+    pub permanent: bool,
 }
 
 /// `choices[0].message.content`: a string, or a list of text parts.
@@ -513,6 +539,53 @@ assistants:
         move |k| map.get(k).cloned()
     }
 
+    /// [`Assistants::parse`] with calls to 127.0.0.1 allowed (`HERALD_HTTP_ALLOW=127.0.0.1`):
+    /// the fakes listen there.
+    fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Assistants> {
+        Assistants::parse_inner(text, env, false, &loopback())
+    }
+
+    fn loopback() -> Guard {
+        Guard::new(crate::domain::HttpAllowList::parse("127.0.0.1").unwrap())
+    }
+
+    #[test]
+    fn a_base_url_on_an_inside_address_is_refused_unless_allowed() {
+        let err = Assistants::parse(GOOD, with_keys()).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("assistant 'sales'"), "{err}");
+        assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
+        assert!(err.contains("HERALD_HTTP_ALLOW"), "{err}");
+        let metadata = GOOD.replace("127.0.0.1:11434", "169.254.169.254");
+        assert!(parse(&metadata, with_keys()).is_err());
+        assert!(parse(GOOD, with_keys()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_base_url_whose_name_resolves_inside_is_refused_for_good_when_called() {
+        let server = MockServer::start().await;
+        let yaml = format!(
+            "assistants:\n  a:\n    base_url: http://localhost:{}/v1\n    model: m\n    system_prompt: s\n    api_key_env: K\n",
+            server.address().port()
+        );
+        let a = Assistants::parse(&yaml, env(&[("K", "k-123")])).unwrap();
+        let err = a
+            .get("a")
+            .unwrap()
+            .complete(&[ChatMessage::new(Role::User, "hi")])
+            .await
+            .unwrap_err();
+        assert!(err.permanent, "{err:?}");
+        assert_eq!(err.class, ErrorClass::ProviderError);
+        assert!(
+            err.message.contains("localhost resolves to 127.0.0.1"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("HERALD_HTTP_ALLOW"), "{}", err.message);
+        assert!(server.received_requests().await.unwrap().is_empty());
+    }
+
     fn with_keys() -> impl Fn(&str) -> Option<String> {
         env(&[
             ("OPENAI_API_KEY", "sk-test-123"),
@@ -522,7 +595,7 @@ assistants:
 
     #[test]
     fn in_sandbox_mode_an_assistant_without_its_key_answers_from_the_sandbox() {
-        let a = Assistants::parse_inner(GOOD, |_| None, true).unwrap();
+        let a = Assistants::parse_inner(GOOD, |_| None, true, &loopback()).unwrap();
         let support = a.get("support").unwrap();
         let answer = futures::executor::block_on(
             support.complete(&[ChatMessage::new(Role::User, "hi there".to_string())]),
@@ -532,12 +605,12 @@ assistants:
             answer.contains("sandbox") && answer.contains("hi there"),
             "{answer}"
         );
-        assert!(Assistants::parse_inner(GOOD, |_| None, false).is_err());
+        assert!(Assistants::parse_inner(GOOD, |_| None, false, &loopback()).is_err());
     }
 
     #[test]
     fn a_good_file_loads_every_assistant_with_its_defaults() {
-        let a = Assistants::parse(GOOD, with_keys()).unwrap();
+        let a = parse(GOOD, with_keys()).unwrap();
         assert_eq!(a.names().collect::<Vec<_>>(), ["sales", "support"]);
         let support = a.get("support").unwrap();
         assert_eq!(support.base_url, "https://api.openai.com/v1");
@@ -555,13 +628,13 @@ assistants:
     #[test]
     fn an_unknown_field_is_an_error_naming_it() {
         let text = GOOD.replace("max_history: 4", "max_histroy: 4");
-        let err = Assistants::parse(&text, with_keys()).unwrap_err();
+        let err = parse(&text, with_keys()).unwrap_err();
         assert!(format!("{err:#}").contains("max_histroy"), "{err:#}");
     }
 
     #[test]
     fn a_missing_key_variable_is_an_error_naming_it_and_the_assistant() {
-        let err = Assistants::parse(GOOD, env(&[("OPENAI_API_KEY", "sk-test-123")])).unwrap_err();
+        let err = parse(GOOD, env(&[("OPENAI_API_KEY", "sk-test-123")])).unwrap_err();
         let text = format!("{err:#}");
         assert!(
             text.contains("LOCAL_KEY") && text.contains("'sales'"),
@@ -572,10 +645,10 @@ assistants:
     #[test]
     fn a_bad_timeout_or_url_is_an_error() {
         let text = GOOD.replace("500ms", "soon");
-        let err = Assistants::parse(&text, with_keys()).unwrap_err();
+        let err = parse(&text, with_keys()).unwrap_err();
         assert!(format!("{err:#}").contains("timeout"), "{err:#}");
         let text = GOOD.replace("http://127.0.0.1:11434/v1", "ftp://x");
-        let err = Assistants::parse(&text, with_keys()).unwrap_err();
+        let err = parse(&text, with_keys()).unwrap_err();
         assert!(format!("{err:#}").contains("base_url"), "{err:#}");
     }
 
@@ -597,7 +670,7 @@ assistants:
 
     #[test]
     fn the_key_never_shows_in_debug_output() {
-        let a = Assistants::parse(GOOD, with_keys()).unwrap();
+        let a = parse(GOOD, with_keys()).unwrap();
         let printed = format!("{a:?}");
         assert!(!printed.contains("sk-test-123") && !printed.contains("local-456"));
     }
@@ -634,7 +707,7 @@ assistants:
             "assistants:\n  support:\n    base_url: {}/v1\n    model: m1\n    system_prompt: Be brief.\n    api_key_env: K\n    timeout: {timeout}\n",
             server.uri()
         );
-        Assistants::parse(&yaml, env(&[("K", "sk-secret-key")]))
+        parse(&yaml, env(&[("K", "sk-secret-key")]))
             .unwrap()
             .get("support")
             .unwrap()
@@ -751,7 +824,7 @@ assistants:
     #[tokio::test]
     async fn an_unreachable_provider_is_a_provider_error() {
         let yaml = "assistants:\n  a:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n    system_prompt: s\n    api_key_env: K\n    timeout: 2s\n";
-        let a = Assistants::parse(yaml, env(&[("K", "k-123")])).unwrap();
+        let a = parse(yaml, env(&[("K", "k-123")])).unwrap();
         let e = a.get("a").unwrap().complete(&user("hi")).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::ProviderError);
         assert!(e.message.contains("unreachable"), "{}", e.message);

@@ -2,6 +2,7 @@
 
 pub mod llm;
 pub mod notify;
+pub mod outbound;
 pub mod whatsapp;
 
 use std::time::Duration;

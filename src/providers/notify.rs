@@ -45,6 +45,19 @@ impl NotifyError {
     }
 }
 
+/// The HTTP client of the team webhook: 5 s to connect, at most 5 redirects, a 30 s overall
+/// limit. The operator sets the webhook's URL, so it may be an inside address (a Mattermost on
+/// the company network): the outbound guard of workflow calls does not apply.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .map_err(|e| anyhow::anyhow!("build the team webhook's HTTP client: {e}"))
+}
+
 impl Notifier {
     /// `url`: the incoming webhook; `None` (or blank) logs only.
     pub fn new(url: Option<String>, http: reqwest::Client) -> Self {

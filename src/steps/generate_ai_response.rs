@@ -255,13 +255,18 @@ async fn store_turn(
 
 impl From<LlmError> for StepError {
     fn from(e: LlmError) -> Self {
-        StepError::from_provider(
+        let error = StepError::from_provider(
             e.class,
             format!("{}: {}", e.class, e.message),
             e.http_status,
             None,
             e.retry_after,
-        )
+        );
+        if e.permanent {
+            error.permanent()
+        } else {
+            error
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! Errors: a timeout, an unreachable host and a 5xx answer are `Provider error` (retryable); a 429
 //! is `Rate limited` (with the server's Retry-After); any other non-2xx answer fails the step as
 //! `Provider error` with the status and an excerpt of the body unless `expect_success: false`.
+//! Calls go through the outbound guard: an inside address that `HERALD_HTTP_ALLOW` does not list
+//! fails the step for good, and values in the URL are percent-encoded.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -21,7 +23,10 @@ use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
 use crate::{
     domain::HumanDuration,
     expr::{RenderError, Text},
-    providers::retry_after,
+    providers::{
+        outbound::{Guard, Outbound, SendError, masked_header, masked_url},
+        retry_after,
+    },
 };
 
 /// The most of a response body that is read; the rest is dropped (`truncated: true`).
@@ -42,18 +47,18 @@ pub struct HttpRequest {
     body: Option<JsonTemplate>,
     timeout: Timeout,
     expect_success: bool,
+    follow_redirects: bool,
 }
 
-/// The outbound HTTP client of `http_request` and team notifications: 5 s to connect, at most
-/// 5 redirects, a 30 s overall limit unless a request sets its own (`timeout:`).
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .map_err(|e| anyhow::anyhow!("build the outbound HTTP client: {e}"))
+/// The outbound HTTP client of `http_request`, watched by `guard`: 5 s to connect, a 30 s
+/// overall limit unless a request sets its own (`timeout:`); redirects only where a step asks.
+pub fn client(guard: Guard) -> anyhow::Result<Outbound> {
+    Outbound::build(guard, |builder| {
+        builder
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+    })
 }
 
 /// The step as written in YAML.
@@ -68,7 +73,8 @@ pub struct Spec {
     /// GET (default), POST, PUT, PATCH or DELETE.
     #[serde(default)]
     pub method: Method,
-    /// An http(s) URL; may contain variables.
+    /// An http(s) URL; may contain variables, which are percent-encoded (`{{ x | raw_url }}`
+    /// writes a value that is itself a URL or a path as it is).
     pub url: UrlTemplate,
     /// Request headers; values may contain variables.
     #[serde(default)]
@@ -83,6 +89,11 @@ pub struct Spec {
     /// status is in `steps.<id>.status`.
     #[serde(default = "yes")]
     pub expect_success: bool,
+    /// Default false: a redirect (3xx) is the answer. With true, up to 5 redirects are followed,
+    /// each checked like the first call; a hop to another origin (or from https to http) leaves
+    /// Authorization, Cookie and other credential headers behind.
+    #[serde(default)]
+    pub follow_redirects: bool,
 }
 
 fn yes() -> bool {
@@ -119,6 +130,7 @@ impl TryFrom<Spec> for HttpRequest {
             body: spec.body,
             timeout: spec.timeout,
             expect_success: spec.expect_success,
+            follow_redirects: spec.follow_redirects,
         })
     }
 }
@@ -187,10 +199,48 @@ impl TryFrom<String> for Timeout {
 pub struct UrlTemplate(Text);
 
 impl UrlTemplate {
+    /// The URL with its values percent-encoded: a value cannot add query parameters, path
+    /// segments or a fragment, nor be a `.` or `..` segment.
     pub fn render(&self, data: &Value) -> Result<Url, StepError> {
-        let url = self.0.render(data)?;
-        parse_url(&url).map_err(|e| StepError::new(ErrorClass::ProviderError, e))
+        let url = self.0.render_url(data)?;
+        let templated = self.0.variables().next().is_some() || self.0.source().contains("{%");
+        let parsed = parse_url(&url).map_err(|mut e| {
+            if templated {
+                e.push_str(
+                    " (values in a URL are percent-encoded: write {{ x | raw_url }} for a value \
+                     that is itself a URL or a path)",
+                );
+            }
+            StepError::new(ErrorClass::ProviderError, e)
+        })?;
+        if templated && has_dot_segment(&url) {
+            return Err(StepError::new(
+                ErrorClass::ProviderError,
+                format!(
+                    "the URL of '{}' has a '.' or '..' path segment once its values are filled in",
+                    self.0.source()
+                ),
+            )
+            .permanent());
+        }
+        Ok(parsed)
     }
+}
+
+/// Whether the path of `url` (as written, before a URL parser resolves it) has a `.` or `..`
+/// segment, percent-encoded or not.
+fn has_dot_segment(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    path.split(['/', '\\']).any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
+    })
 }
 
 impl TryFrom<String> for UrlTemplate {
@@ -286,42 +336,27 @@ impl JsonSchema for JsonTemplate {
 }
 
 /// Rendered request headers. Recorded with the attempt, but credentials are masked: the
-/// history (`herald runs show`, the API) must never show a token.
+/// history (`herald runs show`, the API, dead letters) must never show a token.
 #[derive(Debug, Default)]
 pub struct Headers(Vec<(HeaderName, HeaderValue)>);
-
-/// Headers whose values are never recorded.
-fn is_sensitive(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    matches!(
-        name,
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || ["token", "secret", "key", "password", "auth", "signature"]
-        .iter()
-        .any(|word| name.contains(word))
-}
 
 impl Serialize for Headers {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (name, value) in &self.0 {
-            if is_sensitive(name) {
-                map.serialize_entry(name.as_str(), "***")?;
-            } else {
-                map.serialize_entry(name.as_str(), &String::from_utf8_lossy(value.as_bytes()))?;
-            }
+            map.serialize_entry(name.as_str(), &masked_header(name, value))?;
         }
         map.end()
     }
 }
 
-/// The URL as recorded: a password in it is masked.
+/// The URL as recorded: credential-looking query parameters and a password are masked.
 fn recorded_url<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    serializer.serialize_str(shown.as_str())
+    serializer.serialize_str(&masked_url(url))
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 #[derive(Debug, Serialize)]
@@ -334,6 +369,8 @@ pub struct Input {
     pub body: Option<Value>,
     pub timeout_ms: u64,
     pub expect_success: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub follow_redirects: bool,
 }
 
 #[async_trait]
@@ -369,6 +406,7 @@ impl Step for HttpRequest {
             body,
             timeout_ms: self.timeout.get().as_millis() as u64,
             expect_success: self.expect_success,
+            follow_redirects: self.follow_redirects,
         })
     }
 
@@ -390,8 +428,11 @@ impl Step for HttpRequest {
             }
             request = request.body(serde_json::to_vec(body).unwrap_or_default());
         }
+        let http = &ctx.services.http;
+        let follow = input.follow_redirects;
         let call = async {
-            let response = request.send().await?;
+            let request = request.build()?;
+            let response = http.send(request, follow).await?;
             let status = response.status().as_u16();
             let content_type = response
                 .headers()
@@ -399,23 +440,45 @@ impl Step for HttpRequest {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             let retry_after = retry_after(response.headers());
+            let redirect = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| response.url().join(l).ok())
+                .map(|to| describe_target(&to))
+                .filter(|_| !follow);
             let (bytes, truncated) = read_limited(response, MAX_RESPONSE_BYTES).await?;
-            Ok::<_, reqwest::Error>(Answer {
+            Ok::<_, SendError>(Answer {
                 status,
                 content_type,
                 retry_after,
+                redirect,
                 bytes,
                 truncated,
             })
         };
+        let method = input.method;
         let answer = match tokio::time::timeout(timeout, call).await {
             Err(_) => return Err(timed_out(&target, timeout)),
-            Ok(Err(e)) if e.is_timeout() => return Err(timed_out(&target, timeout)),
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Http(e))) if e.is_timeout() => {
+                return Err(timed_out(&target, timeout));
+            }
+            Ok(Err(SendError::Http(e))) => {
                 return Err(StepError::new(
                     ErrorClass::ProviderError,
-                    format!("{} {target} failed: {}", input.method.as_str(), chain(&e)),
+                    format!("{method} {target} failed: {}", chain(&e)),
                 ));
+            }
+            Ok(Err(e)) => {
+                let what = match e {
+                    SendError::Refused(_) => "refused",
+                    _ => "failed",
+                };
+                return Err(StepError::new(
+                    ErrorClass::ProviderError,
+                    format!("{method} {target} {what}: {e}"),
+                )
+                .permanent());
             }
             Ok(Ok(answer)) => answer,
         };
@@ -448,6 +511,8 @@ struct Answer {
     status: u16,
     content_type: Option<String>,
     retry_after: Option<Duration>,
+    /// Where a redirect points (host and path), when the answer is one.
+    redirect: Option<String>,
     bytes: Vec<u8>,
     truncated: bool,
 }
@@ -496,6 +561,7 @@ impl Answer {
 }
 
 /// 429 and 5xx always fail (waiting can help); other non-2xx answers fail with `expect_success`.
+/// A redirect that was not followed fails for good: it will point the same way next time.
 fn check_status(
     answer: &Answer,
     expect_success: bool,
@@ -510,7 +576,12 @@ fn check_status(
     }
     let excerpt = answer.excerpt();
     let mut message = format!("{method} {target} answered HTTP {status}");
-    if !excerpt.is_empty() {
+    let redirect = (300..400).contains(&status);
+    if let (true, Some(to)) = (redirect, &answer.redirect) {
+        message.push_str(&format!(
+            " (a redirect to {to}; follow_redirects: true follows it)"
+        ));
+    } else if !excerpt.is_empty() {
         message.push_str(": ");
         message.push_str(&excerpt);
     }
@@ -520,13 +591,8 @@ fn check_status(
         ErrorClass::ProviderError
     };
     let retry_after = answer.retry_after.filter(|_| status == 429);
-    Err(StepError::from_provider(
-        class,
-        message,
-        Some(status),
-        None,
-        retry_after,
-    ))
+    let error = StepError::from_provider(class, message, Some(status), None, retry_after);
+    Err(if redirect { error.permanent() } else { error })
 }
 
 fn timed_out(target: &str, timeout: Duration) -> StepError {
@@ -604,6 +670,7 @@ mod tests {
             status,
             content_type: Some("application/json".into()),
             retry_after: Some(Duration::from_secs(3)),
+            redirect: None,
             bytes: body.as_bytes().to_vec(),
             truncated: false,
         }
@@ -683,7 +750,15 @@ mod tests {
         assert!(!s.expect_success);
         assert_eq!(s.headers[0].0.as_str(), "authorization");
         let s = step("url: https://x.example/").unwrap();
-        assert_eq!((s.method, s.expect_success), (Method::Get, true));
+        assert_eq!(
+            (s.method, s.expect_success, s.follow_redirects),
+            (Method::Get, true, false)
+        );
+        assert!(
+            step("url: https://x.example/\nfollow_redirects: true")
+                .unwrap()
+                .follow_redirects
+        );
         assert!(step("url: https://x.example/\ncolour: red").is_err());
         assert!(step("url: https://x.example/\nmethod: FETCH").is_err());
         assert!(step("url: https://x.example/\ntimeout: 10").is_err());
@@ -735,12 +810,83 @@ mod tests {
             body: None,
             timeout_ms: 1000,
             expect_success: true,
+            follow_redirects: false,
         };
         let recorded = serde_json::to_value(&input).unwrap();
         assert!(!recorded.to_string().contains("s3cret"), "{recorded}");
         assert_eq!(recorded["headers"]["accept"], "application/json");
         assert_eq!(recorded["headers"]["authorization"], "***");
         assert_eq!(recorded["method"], "POST");
+    }
+
+    #[test]
+    fn credential_query_parameters_are_masked_in_the_recorded_input() {
+        let input = Input {
+            method: Method::Get,
+            url: Url::parse(
+                "https://crm.example.com/x?api_key=s3cret&page=2&access_token=s3cret&sig=s3cret&Signature=s3cret&q=hello%20world",
+            )
+            .unwrap(),
+            headers: Headers::default(),
+            body: None,
+            timeout_ms: 1000,
+            expect_success: true,
+            follow_redirects: false,
+        };
+        let recorded = serde_json::to_value(&input).unwrap();
+        assert!(!recorded.to_string().contains("s3cret"), "{recorded}");
+        assert_eq!(
+            recorded["url"],
+            "https://crm.example.com/x?api_key=***&page=2&access_token=***&sig=***&Signature=***&q=hello%20world"
+        );
+    }
+
+    #[test]
+    fn values_in_the_url_are_percent_encoded_unless_marked_raw_url() {
+        let data = json!({"trigger": {"id": "7/../../admin", "text": "a b&role=admin#x?", "n": 5,
+                          "next": "https://crm.example.com/page/2?cursor=abc"}});
+        let s = step(
+            "url: 'https://crm.example.com/leads/{{ trigger.id }}?q={{ trigger.text }}&n={{ trigger.n }}'",
+        )
+        .unwrap();
+        let url = s.url.render(&data).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://crm.example.com/leads/7%2F..%2F..%2Fadmin?q=a%20b%26role%3Dadmin%23x%3F&n=5"
+        );
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs[0], ("q".into(), "a b&role=admin#x?".into()));
+        assert_eq!(pairs.len(), 2);
+        // Through the template engine (a filter) too.
+        let s = step("url: 'https://crm.example.com/leads/{{ trigger.id | lower }}'").unwrap();
+        assert_eq!(
+            s.url.render(&data).unwrap().as_str(),
+            "https://crm.example.com/leads/7%2F..%2F..%2Fadmin"
+        );
+        // A value that is a whole URL is written as such with raw_url.
+        let s = step("url: '{{ trigger.next | raw_url }}'").unwrap();
+        assert_eq!(
+            s.url.render(&data).unwrap().as_str(),
+            "https://crm.example.com/page/2?cursor=abc"
+        );
+        // Without it, the error says so.
+        let s = step("url: '{{ trigger.next }}'").unwrap();
+        let err = s.url.render(&data).unwrap_err();
+        assert!(err.message.contains("raw_url"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_value_that_is_a_dot_segment_is_refused() {
+        let s = step("url: 'https://crm.example.com/leads/{{ trigger.id }}/notes'").unwrap();
+        for bad in ["..", ".", "%2e%2e"] {
+            let data = json!({"trigger": {"id": bad}});
+            match s.url.render(&data) {
+                Ok(url) => assert_eq!(url.path_segments().unwrap().count(), 3, "{bad}: {url}"),
+                Err(e) => assert!(e.message.contains("'.' or '..'"), "{bad}: {}", e.message),
+            }
+        }
+        let data = json!({"trigger": {"id": ".."}});
+        assert!(s.url.render(&data).is_err());
     }
 
     #[test]
@@ -770,6 +916,19 @@ mod tests {
             missing.message
         );
         assert!(check_status(&answer(404, ""), false, Method::Get, "x/").is_ok());
+        let mut moved = answer(302, "");
+        moved.redirect = Some("crm.example.com/new".into());
+        let moved = check_status(&moved, true, Method::Get, "x/").unwrap_err();
+        assert_eq!(moved.http_status, Some(302));
+        assert!(
+            !moved.retryable(),
+            "a redirect points the same way next time"
+        );
+        assert_eq!(
+            moved.message,
+            "GET x/ answered HTTP 302 (a redirect to crm.example.com/new; follow_redirects: true follows it)"
+        );
+        assert!(check_status(&answer(302, ""), false, Method::Get, "x/").is_ok());
     }
 
     #[test]

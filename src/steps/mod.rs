@@ -39,8 +39,8 @@ pub struct Services {
     pub assistants: std::sync::Arc<crate::providers::llm::Assistants>,
     /// Team notifications (`notify`).
     pub notifier: crate::providers::notify::Notifier,
-    /// Outbound HTTP for `http_request` (timeouts per request).
-    pub http: reqwest::Client,
+    /// Outbound HTTP for `http_request`, watched by the outbound guard (timeouts per request).
+    pub http: crate::providers::outbound::Outbound,
     /// The default retry policy (workflows may set their own).
     pub retry: RetryPolicy,
     /// How long a recorded intent protects a step from being taken over by another worker:

@@ -258,6 +258,9 @@ pub async fn spawn_app(options: Options) -> TestApp {
         ("HERALD_DB_MAX_CONNECTIONS", "10".into()),
         ("WHATSAPP_APP_SECRET", APP_SECRET.into()),
         ("WHATSAPP_VERIFY_TOKEN", "test-verify-token".into()),
+        // The fakes (CRM, LLM) listen on the loopback, which outbound calls may not reach
+        // unless allowed; tests of that guard set their own list.
+        ("HERALD_HTTP_ALLOW", "127.0.0.1".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

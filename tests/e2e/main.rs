@@ -17,6 +17,7 @@ mod faults;
 mod flows;
 mod harness;
 mod opt_out;
+mod outbound;
 mod pipeline;
 mod process;
 mod proxy;
