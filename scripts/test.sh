@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-dev.sh
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo run --quiet --locked -- workflows validate workflows/
-cargo test --locked --all-targets
+cargo test --workspace --locked --all-targets

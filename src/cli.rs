@@ -13,7 +13,7 @@ use crate::{
     config::{Config, SANDBOX_PHONE_NUMBER_ID},
     db,
     domain::PhoneNumber,
-    ingress::{quarantine, signature},
+    ingress::{quarantine, signature, simulate::text_message_body},
     runs::{self, RunFilter},
     workflow::{self, WorkflowSpec},
 };
@@ -62,8 +62,6 @@ pub enum Command {
     /// Dispatches: progress, contacts, pause, resume, cancel.
     #[command(subcommand)]
     Dispatches(DispatchesCommand),
-    /// Measure throughput, latency and memory end to end (run as `RUST_LOG=warn herald bench`).
-    Bench(crate::bench::BenchArgs),
     /// Our WhatsApp senders: status, quality, paused dispatches.
     #[command(subcommand)]
     Senders(SendersCommand),
@@ -304,7 +302,6 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::DeadLetters(cmd) => dead_letters_command(&config, cmd).await,
         Command::Trigger(args) => trigger(&config, args).await,
         Command::Dispatches(cmd) => dispatches_command(&config, cmd).await,
-        Command::Bench(args) => crate::bench::run(args).await,
         Command::Senders(cmd) => senders_command(&config, cmd).await,
         Command::Simulate(SimulateCommand::CallEnded(c)) => simulate_call_ended(&config, c).await,
         Command::Contacts(cmd) => contacts_command(&config, cmd).await,
@@ -416,94 +413,6 @@ pub fn load_workflows(
             lines.join("\n")
         )
     })
-}
-
-/// The webhook body Meta sends for one inbound text message, as bytes. Written straight from
-/// borrowed fields: `herald bench` makes one per event on the machine it measures.
-pub fn text_message_body(
-    from: &PhoneNumber,
-    name: &str,
-    text: &str,
-    sender: &str,
-    wamid: &str,
-) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        object: &'static str,
-        entry: [Entry<'a>; 1],
-    }
-    #[derive(serde::Serialize)]
-    struct Entry<'a> {
-        id: &'static str,
-        changes: [Change<'a>; 1],
-    }
-    #[derive(serde::Serialize)]
-    struct Change<'a> {
-        field: &'static str,
-        value: ChangeValue<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct ChangeValue<'a> {
-        messaging_product: &'static str,
-        metadata: Metadata<'a>,
-        contacts: [Contact<'a>; 1],
-        messages: [Message<'a>; 1],
-    }
-    #[derive(serde::Serialize)]
-    struct Metadata<'a> {
-        display_phone_number: &'static str,
-        phone_number_id: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct Contact<'a> {
-        profile: Profile<'a>,
-        wa_id: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct Profile<'a> {
-        name: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct Message<'a> {
-        from: &'a str,
-        id: &'a str,
-        timestamp: String,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        text: MessageText<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct MessageText<'a> {
-        body: &'a str,
-    }
-    let body = Body {
-        object: "whatsapp_business_account",
-        entry: [Entry {
-            id: "sandbox-waba",
-            changes: [Change {
-                field: "messages",
-                value: ChangeValue {
-                    messaging_product: "whatsapp",
-                    metadata: Metadata {
-                        display_phone_number: "15550000000",
-                        phone_number_id: sender,
-                    },
-                    contacts: [Contact {
-                        profile: Profile { name },
-                        wa_id: from.digits(),
-                    }],
-                    messages: [Message {
-                        from: from.digits(),
-                        id: wamid,
-                        timestamp: chrono::Utc::now().timestamp().to_string(),
-                        kind: "text",
-                        text: MessageText { body: text },
-                    }],
-                },
-            }],
-        }],
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 async fn simulate_message(config: &Config, m: SimulateMessage) -> anyhow::Result<()> {

@@ -39,4 +39,6 @@ pub mod schedules;
 pub mod api;
 pub mod app;
 pub mod cli;
-pub mod bench;
+
+/// Herald's version, as the `herald` package states it (reported by the benchmark too).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

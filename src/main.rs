@@ -2,7 +2,7 @@ use clap::{CommandFactory, FromArgMatches};
 use herald::{cli, config, telemetry};
 
 /// mimalloc instead of the system allocator: under load glibc's malloc/free (with its chunk
-/// consolidation) took over a quarter of the process's CPU time in `herald bench`.
+/// consolidation) took over a quarter of the process's CPU time in `herald-bench`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod payload;
 pub mod quarantine;
 pub mod signature;
+pub mod simulate;
 pub mod store;
 pub mod whatsapp;
 

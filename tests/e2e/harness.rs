@@ -354,7 +354,7 @@ pub async fn settle() {
 /// A signed-webhook body: one inbound text message from `from` (E.164) to [`SENDER`].
 pub fn text_body(from: &str, text: &str, wamid: &str) -> Vec<u8> {
     let phone = herald::domain::PhoneNumber::parse(from).expect("E.164 test number");
-    herald::cli::text_message_body(&phone, "Ana Souza", text, SENDER, wamid)
+    herald::ingress::simulate::text_message_body(&phone, "Ana Souza", text, SENDER, wamid)
 }
 
 /// How many runs have `status`.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald::{cli::text_message_body, domain::PhoneNumber};
+use herald::{domain::PhoneNumber, ingress::simulate::text_message_body};
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
