@@ -248,18 +248,31 @@ pub async fn import_csv(
     bytes: &[u8],
     group: Option<&GroupName>,
 ) -> Result<ImportReport, ContactsError> {
+    import_csv_with_progress(pool, bytes, group, |_, _| {}).await
+}
+
+/// [`import_csv`], telling `progress` how many of the good rows are written and how many there
+/// are: once parsed, then after each chunk.
+pub async fn import_csv_with_progress(
+    pool: &PgPool,
+    bytes: &[u8],
+    group: Option<&GroupName>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ImportReport, ContactsError> {
     let parsed = parse_csv(bytes, group)?;
     let contacts: Vec<NewContact> = parsed.rows.into_iter().map(|r| r.contact).collect();
     let mut report = ImportReport {
         skipped: parsed.skipped,
         ..ImportReport::default()
     };
+    progress(0, contacts.len());
     let mut tx = pool.begin().await?;
     for chunk in contacts.chunks(CHUNK) {
         let created = upsert_many(&mut tx, chunk).await?;
         let new = created.iter().filter(|c| **c).count();
         report.imported += new;
         report.updated += created.len() - new;
+        progress(report.imported + report.updated, contacts.len());
     }
     tx.commit().await?;
     // debug: the CLI's logs go to stdout, where `contacts import --json` prints its report.

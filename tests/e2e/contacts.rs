@@ -176,6 +176,26 @@ async fn when_the_database_fails_mid_import_nothing_is_written() {
     app.cleanup().await;
 }
 
+/// What `herald contacts import` draws its progress bar from: the rows written so far out of the
+/// good ones, once parsed and after each chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_reports_its_progress_after_each_chunk_of_rows() {
+    let app = spawn_app(Options::default()).await;
+    let mut file = String::from("phone,name\n015100000000,Bad Row\n");
+    for i in 0..2500 {
+        file.push_str(&format!("+49151{:08},Person {i}\n", i));
+    }
+    let mut seen = Vec::new();
+    let report = import::import_csv_with_progress(&app.pool, file.as_bytes(), None, |done, all| {
+        seen.push((done, all))
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.imported, report.skipped.len()), (2500, 1));
+    assert_eq!(seen, [(0, 2500), (1000, 2500), (2000, 2500), (2500, 2500)]);
+    app.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_without_a_phone_column_imports_nothing_and_says_so() {
     let app = spawn_app(Options::default()).await;
