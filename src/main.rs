@@ -26,7 +26,7 @@ async fn main() -> std::process::ExitCode {
     };
     telemetry::init_logs(config.log_json);
     match cli::run(cli, config).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("herald: {e:#}");
             std::process::ExitCode::FAILURE

@@ -579,6 +579,57 @@ async fn herald_trigger_starts_a_workflow_for_one_number_and_dispatches_shows_it
     app.cleanup().await;
 }
 
+/// A workflow whose one send needs the contact's `plan` field: a contact without it fails.
+const NEEDS_PLAN: &str = r#"
+name: upgrade
+trigger:
+  event: manual
+steps:
+  - send_template:
+      template: welcome_message
+      language: en_US
+      variables: ["{{ trigger.contact_fields.plan }}"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn herald_trigger_wait_exits_1_when_a_run_of_the_dispatch_failed() {
+    let app = app_with(vec![NEEDS_PLAN], vec![]).await;
+    let out = herald(
+        &app,
+        &["contacts", "add", "+4915112340001", "--field", "plan=pro"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = herald(
+        &app,
+        &[
+            "trigger",
+            "upgrade",
+            "--to",
+            "+4915112340001",
+            "--to",
+            "+4915112340002",
+            "--wait",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The dispatch itself went as asked: its JSON is printed, and no error.
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("the dispatch as JSON");
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["progress"]["completed"], 1, "{shown}");
+    assert_eq!(shown["progress"]["failed"], 1, "{shown}");
+    assert!(!stderr.contains("herald:"), "{stderr}");
+    let sends = app.sends().await;
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["to"], "4915112340001");
+    app.cleanup().await;
+}
+
 fn status_body(wamid: &str, recipient: &str, status: &str, error_code: Option<i64>) -> Vec<u8> {
     let mut st = json!({
         "id": wamid, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(),
