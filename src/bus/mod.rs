@@ -330,7 +330,7 @@ impl Bus {
         }))
     }
 
-    /// Number of messages ready in a queue (for tests and `herald bench`).
+    /// Number of messages ready in a queue (for tests and `herald-bench`).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
         let (_, channel) = self.connection().await?;
         let q = channel
