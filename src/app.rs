@@ -366,13 +366,10 @@ async fn metrics(State(h): State<Health>, headers: axum::http::HeaderMap) -> imp
 /// Ready when PostgreSQL and RabbitMQ answer. Public answers carry no driver error (it may name
 /// hosts and users): those are logged; the details need `HERALD_OPS_TOKEN` when it is set.
 async fn readyz(State(h): State<Health>, headers: axum::http::HeaderMap) -> impl IntoResponse {
-    let db = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&h.pool),
-    )
-    .await
-    .map_err(|_| "timed out".to_string())
-    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
+    let db = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&h.pool))
+        .await
+        .map_err(|_| "timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     let amqp = h.bus.ensure().await.map_err(|e| e.to_string());
     for (what, result) in [("postgres", &db), ("rabbitmq", &amqp)] {
         if let Err(e) = result {

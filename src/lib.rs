@@ -19,7 +19,6 @@ pub mod telemetry;
 pub mod db;
 pub mod store;
 pub mod bus;
-pub mod events;
 // Outside APIs and the state the steps read.
 pub mod providers;
 pub mod templates;

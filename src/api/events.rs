@@ -2,28 +2,13 @@
 
 use aide::axum::{ApiRouter, routing::get_with};
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use uuid::Uuid;
+use serde::Deserialize;
 
 use super::{ApiError, ApiResult, ApiState, BadRequest, Unavailable, io::QueryParams};
 use crate::domain::EventType;
 
-#[derive(Debug, Serialize, JsonSchema, sqlx::FromRow)]
-pub struct EventView {
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    #[schemars(with = "EventType")]
-    pub event_type: String,
-    pub sender_id: String,
-    /// The customer's id, when the event is about one.
-    pub subject: Option<String>,
-    pub received_at: DateTime<Utc>,
-    /// The event as published (CloudEvents 1.0 JSON).
-    pub cloudevent: Value,
-}
+pub use crate::store::events::EventView;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,18 +34,11 @@ async fn list(
                 .map_err(|e| ApiError::bad_request(e.to_string()))?,
         ),
     };
-    sqlx::query_as(
-        "SELECT id, type AS event_type, sender_id, subject, received_at, cloudevent FROM events
-         WHERE ($1::text IS NULL OR type = $1) AND ($2::text IS NULL OR subject = ltrim($2, '+'))
-         ORDER BY received_at DESC, id DESC LIMIT $3",
-    )
-    .bind(event_type.map(|t| t.as_str()))
-    .bind(q.customer)
-    .bind(q.limit.unwrap_or(50).clamp(1, 1000))
-    .fetch_all(&s.pool)
-    .await
-    .map(Json)
-    .map_err(ApiError::internal)
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    crate::store::events::list(&s.pool, event_type, q.customer.as_deref(), limit)
+        .await
+        .map(Json)
+        .map_err(ApiError::internal)
 }
 
 pub(super) fn routes() -> ApiRouter<ApiState> {

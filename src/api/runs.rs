@@ -10,7 +10,7 @@ use super::{
     ApiError, ApiResult, ApiState, BadRequest, NotFound, Unavailable,
     io::{PathParams, QueryParams},
 };
-use crate::runs::{self, RunDetail, RunFilter, RunSummary};
+use crate::runs::{self, RunDetail, RunFilter, RunStatus, RunSummary};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,36 +36,24 @@ struct RunId {
 }
 
 /// The statuses a run can have, which `status` is checked against.
-const STATUSES: [&str; 8] = [
-    "queued",
-    "running",
-    "sleeping",
-    "waiting",
-    "retrying",
-    "completed",
-    "failed",
-    "cancelled",
-];
-
 fn status_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "string", "enum": STATUSES})
+    let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+    json_schema!({"type": "string", "enum": all})
 }
 
 async fn list(
     State(s): State<ApiState>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<RunSummary>>, (BadRequest, Unavailable)> {
-    if let Some(status) = &q.status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown status '{status}' (one of {})",
-            STATUSES.join(", ")
-        )));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let filter = RunFilter {
         workflow: q.workflow,
-        status: q.status,
+        status,
         customer: q.customer,
         dispatch_id: q.dispatch_id,
         limit: q.limit.unwrap_or(50).clamp(1, 1000),

@@ -29,28 +29,7 @@ pub enum BusError {
     NotConfirmed(String),
 }
 
-/// Where a message goes: the events exchange (routing key `<type>.<sender>`) or the jobs queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Events,
-    Jobs,
-}
-
-impl Destination {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Destination::Events => "events",
-            Destination::Jobs => "jobs",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "events" => Some(Destination::Events),
-            "jobs" => Some(Destination::Jobs),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::outbox::Destination;
 
 /// The names of Herald's exchange and queues, all derived from one prefix.
 #[derive(Clone, Debug)]

@@ -7,71 +7,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::{Bus, BusError, Destination};
+use super::{Bus, BusError};
+use crate::store::outbox as store;
 
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub destination: String,
-    pub routing_key: String,
-    pub body: serde_json::Value,
-}
-
-impl OutboxRow {
-    /// A row read back as nullable columns (the outer side of a join): `None` unless every
-    /// column is there.
-    pub fn from_columns(
-        id: Option<i64>,
-        destination: Option<String>,
-        routing_key: Option<String>,
-        body: Option<serde_json::Value>,
-    ) -> Option<Self> {
-        Some(OutboxRow {
-            id: id?,
-            destination: destination?,
-            routing_key: routing_key?,
-            body: body?,
-        })
-    }
-}
-
-/// A query for outbox rows (`o`) as [`OutboxRow`]s, followed by the literal `$rest` (a WHERE
-/// clause and more): the one place that knows an inbound message's row takes its body from its
-/// event (`e`, joined by `event_id`).
-macro_rules! select_outbox_rows {
-    ($rest:literal) => {
-        concat!(
-            "SELECT o.id, o.destination, o.routing_key, COALESCE(o.body, e.cloudevent) AS body
-             FROM outbox o LEFT JOIN events e ON e.id = o.event_id ",
-            $rest
-        )
-    };
-}
-pub(crate) use select_outbox_rows;
-
-/// Writes a message to the outbox inside the caller's transaction.
-pub async fn stage(
-    tx: &mut Transaction<'_, Postgres>,
-    destination: Destination,
-    routing_key: &str,
-    body: &serde_json::Value,
-    event_id: Option<Uuid>,
-) -> sqlx::Result<OutboxRow> {
-    sqlx::query_as(
-        "INSERT INTO outbox (destination, routing_key, body, event_id) VALUES ($1, $2, $3, $4)
-         RETURNING id, destination, routing_key, body",
-    )
-    .bind(destination.as_str())
-    .bind(routing_key)
-    .bind(body)
-    .bind(event_id)
-    .fetch_one(&mut **tx)
-    .await
-}
+pub use crate::store::outbox::{OutboxRow, stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
@@ -95,10 +37,7 @@ pub async fn flush(bus: &Bus, pool: &PgPool, rows: &[OutboxRow]) -> Result<(), F
         return Ok(());
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(pool)
-        .await?;
+    store::delete(pool, &ids).await?;
     Ok(())
 }
 
@@ -121,10 +60,7 @@ pub async fn run_deleter(bus: Bus, pool: PgPool, shutdown: CancellationToken) {
             }
         }
         if !ids.is_empty() {
-            let result = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&ids)
-                .execute(&pool)
-                .await;
+            let result = store::delete(&pool, &ids).await;
             if let Err(e) = result {
                 tracing::warn!(error = %e, rows = ids.len(), "could not delete published outbox rows; the relay will publish them again");
             }
@@ -138,7 +74,7 @@ pub async fn run_deleter(bus: Bus, pool: PgPool, shutdown: CancellationToken) {
 
 async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {
     let publishes = rows.iter().map(|row| async move {
-        let destination = Destination::parse(&row.destination).unwrap_or(Destination::Events);
+        let destination = row.destination();
         let body = serde_json::to_vec(&row.body).unwrap_or_default();
         bus.publish(destination, &row.routing_key, &body).await
     });
@@ -152,14 +88,9 @@ async fn publish_all(bus: &Bus, rows: &[OutboxRow]) -> Result<(), BusError> {
 /// claimed with `FOR UPDATE SKIP LOCKED`, so several relays never publish the same row at once.
 pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("begin outbox relay")?;
-    let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox_rows!(
-        "WHERE o.created_at < now() - make_interval(secs => $1)
-             ORDER BY o.id LIMIT 500 FOR UPDATE OF o SKIP LOCKED"
-    ))
-    .bind(min_age.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await
-    .context("claim outbox rows")?;
+    let rows = store::claim_unpublished(&mut tx, min_age)
+        .await
+        .context("claim outbox rows")?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -167,9 +98,7 @@ pub async fn relay_once(bus: &Bus, pool: &PgPool, min_age: Duration) -> anyhow::
         .await
         .context("publish outbox rows")?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
+    store::delete(&mut *tx, &ids)
         .await
         .context("delete published outbox rows")?;
     tx.commit().await.context("commit outbox relay")?;

@@ -9,7 +9,7 @@ use crate::{
     bus::Bus,
     config::Config,
     db,
-    runs::{self, RunFilter, dead_letters},
+    runs::{self, RunFilter, RunStatus, dead_letters},
 };
 
 #[derive(Subcommand, Debug)]
@@ -19,7 +19,7 @@ pub enum RunsCommand {
         #[arg(long)]
         workflow: Option<String>,
         #[arg(long)]
-        status: Option<String>,
+        status: Option<RunStatus>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
@@ -69,7 +69,7 @@ pub(super) async fn runs_command(
                 table.add_row([
                     r.id.to_string(),
                     r.workflow,
-                    r.status,
+                    r.status.to_string(),
                     r.customer_id.unwrap_or_default(),
                     when(r.created_at),
                 ]);

@@ -1,5 +1,5 @@
 //! PostgreSQL: the pool, the migrations, and statements batched across callers (`batch`).
-//! Queries live with the stage that owns them.
+//! Queries live in `store`, one module per table or tight group of tables.
 
 pub mod batch;
 
@@ -31,4 +31,9 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("apply database migrations")
+}
+
+/// Whether PostgreSQL answers a statement.
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }

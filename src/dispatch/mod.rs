@@ -26,7 +26,7 @@ use crate::{
         outbox::{self, OutboxRow},
     },
     domain::{CloudEvent, EventType, PhoneNumber},
-    events,
+    store::events,
     store::{
         self,
         dispatches::{ActiveDispatch, ContactOutcome, ContactState, PendingContact, Recipient},

@@ -17,7 +17,7 @@ use crate::{
     bus::outbox,
     config::Config,
     domain::{CloudEvent, EventType, PhoneNumber},
-    events::{self, Recorded},
+    store::events::{self, Recorded},
 };
 
 /// The header carrying `sha256=<hex>`: HMAC-SHA256 of the raw body with `HERALD_CALLS_SECRET`.

@@ -6,15 +6,21 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::payload::{InboundMessage, Item, QualityUpdate, StatusUpdate, TemplateStatusUpdate};
+pub use crate::store::events::StoreMessages;
 use crate::{
-    bus::{Destination, outbox::OutboxRow},
+    bus::outbox::OutboxRow,
     db::batch::Batched,
     domain::{CloudEvent, EventType, OptOutKeywords},
-    store::{senders::QualityChange, templates::StatusChange},
+    store::{
+        events::{self, FurtherEvent, MessageInput, MessageRow},
+        messages::StatusMove,
+        senders::QualityChange,
+        templates::StatusChange,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -43,7 +49,7 @@ pub async fn store_items(
     match (items, batched) {
         ([], _) => {}
         ([Item::Message(m)], Some(batched)) => {
-            let input = Arc::new(MessageInput::new(m, keywords));
+            let input = Arc::new(message_input(m, keywords));
             let rows = batched.run(input.clone()).await.map_err(unshare)?;
             record_message(&input, rows, &mut stored, &mut duplicate_keys);
             if !duplicate_keys.is_empty() {
@@ -98,46 +104,9 @@ async fn pending_of_duplicates(
     if duplicate_keys.is_empty() {
         return Ok(());
     }
-    let pending: Vec<OutboxRow> = sqlx::query_as(crate::bus::outbox::select_outbox_rows!(
-        "WHERE e.dedup_key = ANY($1)"
-    ))
-    .bind(duplicate_keys)
-    .fetch_all(&mut *conn)
-    .await?;
+    let pending = events::pending_of(conn, duplicate_keys).await?;
     stored.outbox.extend(pending);
     Ok(())
-}
-
-/// Inserts one event unless its dedup key is known, with its outbox row, in one statement whose
-/// further CTEs (`more`: parameters from `$9` on; `ins` holds the event when it was new) run
-/// with it. Returns the outbox row of a new event.
-fn event_query<'q>(
-    more: &str,
-    event: &'q CloudEvent,
-    dedup_key: &'q str,
-    body: &'q Value,
-) -> sqlx::query::QueryAs<'q, Postgres, OutboxRow, sqlx::postgres::PgArguments> {
-    let sql = format!(
-        "WITH ins AS (
-           INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedup_key) DO NOTHING
-           RETURNING id, cloudevent
-         ), ob AS (
-           INSERT INTO outbox (destination, routing_key, body, event_id)
-           SELECT $7, $8, cloudevent, id FROM ins
-           RETURNING id, destination, routing_key, body
-         ){more}
-         SELECT id, destination, routing_key, body FROM ob"
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(event.id)
-        .bind(event.event_type.as_str())
-        .bind(&event.senderid)
-        .bind(&event.subject)
-        .bind(dedup_key)
-        .bind(body)
-        .bind(Destination::Events.as_str())
-        .bind(event.routing_key())
 }
 
 /// Records the outcome of `event_query`: returns whether the event was new.
@@ -184,268 +153,64 @@ fn unshare(e: crate::db::batch::DbError) -> sqlx::Error {
         .unwrap_or_else(|shared| sqlx::Error::Io(std::io::Error::other(shared.to_string())))
 }
 
-/// One statement for many messages (of distinct contacts): the dedup check, the 24-hour
-/// window, each message's events with their outbox rows, and the contact. Everything after the
-/// window runs only for a message whose message_received event was inserted; the window is
-/// kept only for a message not known yet, so a repeated delivery never touches it. Two
-/// deliveries of the same message at once (in two batches): the second waits on the
-/// conversation row (and on the dedup key) until the first commits; its window update repeats
-/// the first one's (same timestamp: no change), and its event insert does nothing. Rows are
-/// locked in (sender, customer) order, so two batches never wait on each other in a circle.
-///
-/// Per message ($1..$11, one array element each): sender, customer, a new conversation id,
-/// the message time, the dedup key, the message_received event's id and body, the contact's
-/// new id, phone and name, and the opt-out keyword's decision (`opted_out`, `opted_in` or
-/// null: the contact's opt-out is set, cleared or kept). The further events ($13..$18, one
-/// element each): their message's position in $1.., id, type, dedup key, body, and whether
-/// they need a new conversation. $12 is the message_received type, $19 the outbox
-/// destination. The event bodies get the conversation's id as data.conversation_id.
-/// Returns per message (`item`) the outbox rows (id set) with their event's id and
-/// conversation id (the caller has the rest of the event: no body goes back over the wire),
-/// and the dedup keys of further events that were known (id null).
-const STORE_MESSAGES_SQL: &str = "
-WITH x AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::text[], $6::uuid[],
-                       $7::jsonb[], $8::uuid[], $9::text[], $10::text[], $11::text[])
-    WITH ORDINALITY AS x(sender, customer, conv_id, at, key, event_id, body, contact_id, phone, name, opt_out, ord)
-), conv AS (
-  INSERT INTO conversations AS c (sender_id, customer_id, id, started_at, last_inbound_at, window_expires_at)
-  SELECT sender, customer, conv_id, at, at, at + interval '24 hours' FROM x
-  WHERE NOT EXISTS (SELECT 1 FROM events WHERE dedup_key = x.key)
-  ORDER BY sender, customer
-  ON CONFLICT (sender_id, customer_id) DO UPDATE SET
-    id = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.id ELSE c.id END,
-    started_at = CASE WHEN c.window_expires_at <= EXCLUDED.last_inbound_at THEN EXCLUDED.started_at ELSE c.started_at END,
-    last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
-    window_expires_at = GREATEST(c.window_expires_at, EXCLUDED.window_expires_at)
-  RETURNING c.sender_id, c.customer_id, c.id
-), xc AS (
-  SELECT x.*, conv.id AS cid, conv.id = x.conv_id AS started
-  FROM x JOIN conv ON conv.sender_id = x.sender AND conv.customer_id = x.customer
-), ins_msg AS (
-  INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-  SELECT event_id, $12, sender, customer, key, jsonb_set(body, '{data,conversation_id}', to_jsonb(cid))
-  FROM xc ORDER BY sender, customer
-  ON CONFLICT (dedup_key) DO NOTHING
-  RETURNING id, type
-), fresh AS (
-  SELECT xc.* FROM xc JOIN ins_msg i ON i.id = xc.event_id
-), more AS (
-  SELECT y.item, y.sub, y.id, y.type, y.key, fresh.sender, fresh.customer, fresh.cid,
-         jsonb_set(y.body, '{data,conversation_id}', to_jsonb(fresh.cid)) AS body
-  FROM unnest($13::int8[], $14::uuid[], $15::text[], $16::text[], $17::jsonb[], $18::bool[])
-         WITH ORDINALITY AS y(item, id, type, key, body, needs_start, sub)
-  JOIN fresh ON fresh.ord = y.item
-  WHERE fresh.started OR NOT y.needs_start
-), ins_more AS (
-  INSERT INTO events (id, type, sender_id, subject, dedup_key, cloudevent)
-  SELECT id, type, sender, customer, key, body FROM more ORDER BY sender, customer, sub
-  ON CONFLICT (dedup_key) DO NOTHING
-  RETURNING id, type
-), all_new AS (
-  SELECT fresh.ord AS item, 0::bigint AS sub, i.id, i.type, fresh.cid, fresh.sender
-  FROM ins_msg i JOIN fresh ON fresh.event_id = i.id
-  UNION ALL
-  SELECT more.item, more.sub, i.id, i.type, more.cid, more.sender
-  FROM ins_more i JOIN more ON more.id = i.id
-), ob AS (
-  INSERT INTO outbox (destination, routing_key, body, event_id)
-  SELECT $19, type || '.' || sender, NULL, id FROM all_new ORDER BY item, sub
-  RETURNING id, destination, routing_key, event_id
-), contact AS (
-  INSERT INTO contacts (id, customer_id, phone, name, last_seen_at, opted_out)
-  SELECT contact_id, customer, phone, name, at, COALESCE(opt_out = 'opted_out', false)
-  FROM fresh ORDER BY customer
-  ON CONFLICT (customer_id) DO UPDATE SET
-    name = COALESCE(contacts.name, EXCLUDED.name),
-    phone = COALESCE(contacts.phone, EXCLUDED.phone),
-    last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
-    opted_out = CASE EXCLUDED.opted_out WHEN true THEN true
-                ELSE CASE (SELECT f.opt_out FROM fresh f WHERE f.customer = EXCLUDED.customer_id)
-                     WHEN 'opted_in' THEN false ELSE contacts.opted_out END END
-)
-SELECT n.item, n.sub, ob.id, ob.destination, ob.routing_key, n.id AS event_id, n.cid,
-       NULL::text AS known
-FROM ob JOIN all_new n ON n.id = ob.event_id
-UNION ALL
-SELECT more.item, more.sub, NULL, NULL, NULL, NULL, NULL, more.key FROM more
-WHERE NOT EXISTS (SELECT 1 FROM ins_more i WHERE i.id = more.id)
-ORDER BY 1, 2";
-
-type MessageRow = (
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<Uuid>,
-    Option<Uuid>,
-    Option<String>,
-);
-
-/// One message as [`StoreMessages`] takes it: its events are made here, at the edge, and kept
-/// as the JSON the statement stores.
-pub struct MessageInput {
-    sender: String,
-    customer: String,
-    conversation_id: Uuid,
-    at: DateTime<Utc>,
-    key: String,
-    wamid: String,
-    received_id: Uuid,
-    received_body: Value,
-    /// Further events: conversation_started, and flow_completed for a flow's reply.
-    more: Vec<FurtherEvent>,
-    contact_id: Uuid,
-    phone: Option<String>,
-    name: Option<String>,
-    opt_out: Option<&'static str>,
-}
-
-/// An event a message brings besides message_received.
-struct FurtherEvent {
-    id: Uuid,
-    event_type: EventType,
-    key: String,
-    /// Stored only when the message opens a new conversation.
-    needs_start: bool,
-    body: Value,
-}
-
-impl MessageInput {
-    fn new(m: &InboundMessage, keywords: &OptOutKeywords) -> Self {
-        let opt_out = keywords.decide(&m.message_type, m.data.get("text").and_then(Value::as_str));
-        // The window opens (or stays open) for 24 h from the message's own time. The events
-        // carry this id until the statement puts in the conversation's (the same one when it
-        // started).
-        let new_id = Uuid::now_v7();
-        let mut data = m.data.clone();
-        data.insert("conversation_id".into(), json!(new_id));
-        data.insert("opt_out".into(), json!(opt_out.map(|c| c.as_str())));
-        let event = |event_type, data: &Map<String, Value>| {
-            whatsapp_event(
-                event_type,
-                &m.phone_number_id,
-                Some(&m.customer_id),
-                m.timestamp,
-                Value::Object(data.clone()),
-            )
-        };
-        let to_json = |e: &CloudEvent| serde_json::to_value(e).unwrap_or(Value::Null);
-        let received = event(EventType::MessageReceived, &data);
-        let started = event(EventType::ConversationStarted, &data);
-        let mut more = vec![FurtherEvent {
-            id: started.id,
-            event_type: started.event_type,
-            body: to_json(&started),
-            key: format!("conversation_started:{}", m.wamid),
-            needs_start: true,
-        }];
-        if m.message_type == "nfm_reply" {
-            let flow = data.get("flow").cloned().unwrap_or(Value::Null);
-            let mut flow_data = data.clone();
-            flow_data.insert("flow_token".into(), flow["flow_token"].clone());
-            flow_data.insert("response".into(), flow["response"].clone());
-            let completed = event(EventType::FlowCompleted, &flow_data);
-            let body = to_json(&completed);
-            more.push(FurtherEvent {
-                id: completed.id,
-                event_type: completed.event_type,
-                key: format!("flow_completed:{}", m.wamid),
-                needs_start: false,
-                body,
-            });
-        }
-        MessageInput {
-            sender: m.phone_number_id.clone(),
-            customer: m.customer_id.clone(),
-            conversation_id: new_id,
-            at: m.timestamp,
-            key: format!("message:{}", m.wamid),
-            wamid: m.wamid.clone(),
-            received_id: received.id,
-            received_body: to_json(&received),
-            more,
-            contact_id: Uuid::now_v7(),
-            phone: m.customer_phone.clone(),
-            name: m.contact_name.clone(),
-            opt_out: opt_out.map(|c| c.as_str()),
-        }
+/// One message as the store takes it: its events are made here, at the edge.
+fn message_input(m: &InboundMessage, keywords: &OptOutKeywords) -> MessageInput {
+    let opt_out = keywords.decide(&m.message_type, m.data.get("text").and_then(Value::as_str));
+    // The window opens (or stays open) for 24 h from the message's own time. The events
+    // carry this id until the statement puts in the conversation's (the same one when it
+    // started).
+    let new_id = Uuid::now_v7();
+    let mut data = m.data.clone();
+    data.insert("conversation_id".into(), json!(new_id));
+    data.insert("opt_out".into(), json!(opt_out.map(|c| c.as_str())));
+    let event = |event_type, data: &Map<String, Value>| {
+        whatsapp_event(
+            event_type,
+            &m.phone_number_id,
+            Some(&m.customer_id),
+            m.timestamp,
+            Value::Object(data.clone()),
+        )
+    };
+    let to_json = |e: &CloudEvent| serde_json::to_value(e).unwrap_or(Value::Null);
+    let received = event(EventType::MessageReceived, &data);
+    let started = event(EventType::ConversationStarted, &data);
+    let mut more = vec![FurtherEvent {
+        id: started.id,
+        event_type: started.event_type,
+        body: to_json(&started),
+        key: format!("conversation_started:{}", m.wamid),
+        needs_start: true,
+    }];
+    if m.message_type == "nfm_reply" {
+        let flow = data.get("flow").cloned().unwrap_or(Value::Null);
+        let mut flow_data = data.clone();
+        flow_data.insert("flow_token".into(), flow["flow_token"].clone());
+        flow_data.insert("response".into(), flow["response"].clone());
+        let completed = event(EventType::FlowCompleted, &flow_data);
+        let body = to_json(&completed);
+        more.push(FurtherEvent {
+            id: completed.id,
+            event_type: completed.event_type,
+            key: format!("flow_completed:{}", m.wamid),
+            needs_start: false,
+            body,
+        });
     }
-}
-
-/// Stores inbound messages, many in one statement (`STORE_MESSAGES_SQL`); batched across
-/// the webhook deliveries of a process (`db::batch`). Messages of the same contact go in
-/// separate statements, in the order they were handed in.
-#[derive(Clone)]
-pub struct StoreMessages;
-
-impl crate::db::batch::Statement for StoreMessages {
-    /// Shared with the caller, which keeps it to read the outcome: the batch takes no copy.
-    type Input = Arc<MessageInput>;
-    type Output = Vec<MessageRow>;
-
-    async fn run(
-        &self,
-        conn: &mut PgConnection,
-        all: &[Arc<MessageInput>],
-    ) -> sqlx::Result<Vec<Vec<MessageRow>>> {
-        let mut out: Vec<Vec<MessageRow>> = (0..all.len()).map(|_| Vec::new()).collect();
-        // Rounds of distinct contacts: a statement may upsert a contact's rows only once.
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        let mut seen: Vec<std::collections::HashSet<&str>> = Vec::new();
-        for (i, m) in all.iter().enumerate() {
-            let round = seen
-                .iter()
-                .rposition(|s| s.contains(m.customer.as_str()))
-                .map_or(0, |r| r + 1);
-            if round == rounds.len() {
-                rounds.push(Vec::new());
-                seen.push(Default::default());
-            }
-            rounds[round].push(i);
-            seen[round].insert(m.customer.as_str());
-        }
-        for round in rounds {
-            let ms: Vec<&MessageInput> = round.iter().map(|&i| &*all[i]).collect();
-            let more: Vec<(i64, &FurtherEvent)> = ms
-                .iter()
-                .enumerate()
-                .flat_map(|(i, m)| m.more.iter().map(move |e| (i as i64 + 1, e)))
-                .collect();
-            let rows: Vec<MessageRow> = sqlx::query_as(STORE_MESSAGES_SQL)
-                .bind(ms.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.customer.as_str()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.conversation_id).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.at).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.received_id).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| &m.received_body).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.contact_id).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.phone.as_deref()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.name.as_deref()).collect::<Vec<_>>())
-                .bind(ms.iter().map(|m| m.opt_out).collect::<Vec<_>>())
-                .bind(EventType::MessageReceived.as_str())
-                .bind(more.iter().map(|(i, _)| *i).collect::<Vec<_>>())
-                .bind(more.iter().map(|(_, e)| e.id).collect::<Vec<_>>())
-                .bind(
-                    more.iter()
-                        .map(|(_, e)| e.event_type.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(more.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>())
-                .bind(more.iter().map(|(_, e)| &e.body).collect::<Vec<_>>())
-                .bind(more.iter().map(|(_, e)| e.needs_start).collect::<Vec<_>>())
-                .bind(Destination::Events.as_str())
-                .fetch_all(&mut *conn)
-                .await?;
-            for row in rows {
-                if let Some(&i) = usize::try_from(row.0 - 1).ok().and_then(|k| round.get(k)) {
-                    out[i].push(row);
-                }
-            }
-        }
-        Ok(out)
+    MessageInput {
+        sender: m.phone_number_id.clone(),
+        customer: m.customer_id.clone(),
+        conversation_id: new_id,
+        at: m.timestamp,
+        key: format!("message:{}", m.wamid),
+        wamid: m.wamid.clone(),
+        received_id: received.id,
+        received_body: to_json(&received),
+        more,
+        contact_id: Uuid::now_v7(),
+        phone: m.customer_phone.clone(),
+        name: m.contact_name.clone(),
+        opt_out: opt_out.map(|c| c.as_str()),
     }
 }
 
@@ -471,16 +236,14 @@ fn record_message(
     }
     for row in rows {
         match row {
-            (
-                _,
-                _,
-                Some(id),
-                Some(destination),
-                Some(routing_key),
-                Some(event_id),
-                Some(cid),
-                _,
-            ) => {
+            MessageRow {
+                id: Some(id),
+                destination: Some(destination),
+                routing_key: Some(routing_key),
+                event_id: Some(event_id),
+                cid: Some(cid),
+                ..
+            } => {
                 // The event as stored: the body Herald made, with the conversation's id.
                 let made = std::iter::once((m.received_id, &m.received_body))
                     .chain(m.more.iter().map(|e| (e.id, &e.body)))
@@ -498,7 +261,9 @@ fn record_message(
                 });
                 stored.new_events += 1;
             }
-            (_, _, _, _, _, _, _, Some(known)) => {
+            MessageRow {
+                known: Some(known), ..
+            } => {
                 stored.duplicates += 1;
                 duplicate_keys.push(known);
             }
@@ -515,7 +280,7 @@ async fn store_message(
     duplicate_keys: &mut Vec<String>,
 ) -> sqlx::Result<()> {
     use crate::db::batch::Statement;
-    let input = Arc::new(MessageInput::new(m, keywords));
+    let input = Arc::new(message_input(m, keywords));
     let mut rows = StoreMessages
         .run(conn, std::slice::from_ref(&input))
         .await?;
@@ -527,10 +292,6 @@ async fn store_message(
     );
     Ok(())
 }
-
-/// Status order: a status never moves backwards (a late `delivered` never undoes `read`).
-pub const STATUS_RANK_SQL: &str = "CASE $1 WHEN 'accepted' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 \
-     WHEN 'read' THEN 3 WHEN 'played' THEN 4 WHEN 'failed' THEN 5 ELSE -1 END";
 
 async fn store_status(
     conn: &mut PgConnection,
@@ -547,41 +308,28 @@ async fn store_status(
         Value::Object(s.data.clone()),
     );
     let body = serde_json::to_value(&event).unwrap_or(Value::Null);
-    let rank = |col: &str| STATUS_RANK_SQL.replace("$1", col);
-    let errors =
-        (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null));
-    // A failed delivery is recorded on the step that sent the message, with its error class.
-    let step_error = (s.status == "failed").then(|| {
-        let first = s.errors.first();
-        let code = first.map(|e| e.code);
-        json!({
-            "class": crate::providers::whatsapp::classify(code, 200),
-            "provider_code": code,
-            "message": first.and_then(|e| e.details.clone().or_else(|| e.message.clone()).or_else(|| e.title.clone()))
-                .unwrap_or_else(|| "Meta reported the message as failed".into()),
-            "delivery": "failed after Meta accepted the message",
-        })
-    });
+    let moves = StatusMove {
+        wamid: &s.wamid,
+        status: &s.status,
+        at: s.timestamp,
+        errors: (!s.errors.is_empty()).then(|| s.data.get("errors").cloned().unwrap_or(Value::Null)),
+        // A failed delivery is recorded on the step that sent the message, with its error class.
+        step_error: (s.status == "failed").then(|| {
+            let first = s.errors.first();
+            let code = first.map(|e| e.code);
+            json!({
+                "class": crate::providers::whatsapp::classify(code, 200),
+                "provider_code": code,
+                "message": first.and_then(|e| e.details.clone().or_else(|| e.message.clone()).or_else(|| e.title.clone()))
+                    .unwrap_or_else(|| "Meta reported the message as failed".into()),
+                "delivery": "failed after Meta accepted the message",
+            })
+        }),
+    };
     // The message's status moves (forward only) when the status event is new.
-    let more = format!(
-        ", upd AS (
-           UPDATE outbound_messages SET status = $10, status_at = $11, error = COALESCE($12, error)
-           WHERE wamid = $9 AND {} < {} AND EXISTS (SELECT 1 FROM ins)
-         ), step AS (
-           UPDATE step_attempts sa SET error = $13
-           FROM outbound_messages om
-           WHERE $13::jsonb IS NOT NULL AND om.wamid = $9 AND sa.run_id = om.run_id
-             AND sa.step_index = om.step_index AND sa.state = 'succeeded' AND EXISTS (SELECT 1 FROM ins)
-         )",
-        rank("status"),
-        rank("$10")
-    );
-    let row = event_query(&more, &event, &key, &body)
-        .bind(&s.wamid)
-        .bind(&s.status)
-        .bind(s.timestamp)
-        .bind(errors)
-        .bind(step_error)
+    let ctes = StatusMove::ctes();
+    let row = moves
+        .bind(events::insert_with(&ctes, &event, &key, &body))
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);
@@ -618,7 +366,7 @@ async fn store_template_status(
         language: t.language.replace('-', "_"),
     };
     let row = change
-        .bind(event_query(StatusChange::CTES, &event, &key, &body))
+        .bind(events::insert_with(StatusChange::CTES, &event, &key, &body))
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);
@@ -658,7 +406,12 @@ async fn store_quality(
         reason: assessment.reason,
     };
     let row = change
-        .bind(event_query(QualityChange::CTES, &event, &key, &body))
+        .bind(events::insert_with(
+            QualityChange::CTES,
+            &event,
+            &key,
+            &body,
+        ))
         .fetch_optional(&mut *conn)
         .await?;
     record_event(row, &key, stored, duplicate_keys);

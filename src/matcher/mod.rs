@@ -9,14 +9,19 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::store::runs::CreateRuns;
 use crate::{
     bus::{
-        Bus, Delivery, Destination,
+        Bus, Delivery,
         outbox::{self, OutboxRow},
     },
     db::batch::Batched,
     domain::{CloudEvent, EventType},
     runs::{Job, move_to, set_output},
+    store::{
+        runs::{self, NewRun},
+        timers,
+    },
     workflow::{SharedWorkflows, Workflow},
 };
 
@@ -77,7 +82,7 @@ pub async fn handle_event(
     {
         // One run: its statement commits on its own (with other events' runs), no BEGIN/COMMIT
         // round trips.
-        let run = Arc::new(NewRun::new(workflow, event, dispatch_of(event))?);
+        let run = Arc::new(new_run(workflow, event, dispatch_of(event))?);
         let staged = create_runs
             .run(run.clone())
             .await
@@ -134,98 +139,22 @@ fn dispatch_of(event: &CloudEvent) -> Option<Uuid> {
         })
 }
 
-/// A run to create, with its first job.
-pub struct NewRun {
-    run_id: Uuid,
-    workflow: String,
-    event_id: Uuid,
-    customer_id: Option<String>,
-    sender_id: String,
-    job: Value,
+/// The run of `workflow` for `event`, with its first job.
+fn new_run(
+    workflow: &Workflow,
+    event: &CloudEvent,
     dispatch_id: Option<Uuid>,
-}
-
-impl NewRun {
-    fn new(
-        workflow: &Workflow,
-        event: &CloudEvent,
-        dispatch_id: Option<Uuid>,
-    ) -> anyhow::Result<Self> {
-        let run_id = Uuid::now_v7();
-        Ok(NewRun {
-            run_id,
-            workflow: workflow.name.clone(),
-            event_id: event.id,
-            customer_id: event.subject.clone(),
-            sender_id: event.senderid.clone(),
-            job: serde_json::to_value(Job::step(run_id, 0))?,
-            dispatch_id,
-        })
-    }
-}
-
-/// Creates runs and stages their first jobs, in one statement for many events (batched across
-/// the events a matcher holds, `db::batch`); nothing for a run that exists already (a
-/// redelivered event: its first job was staged with it).
-#[derive(Clone)]
-pub struct CreateRuns;
-
-type StagedRow = (
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<Value>,
-);
-
-impl crate::db::batch::Statement for CreateRuns {
-    /// Shared with the caller, which keeps it for the log line: the batch takes no copy.
-    type Input = Arc<NewRun>;
-    /// The first job's outbox row, `None` when the run existed.
-    type Output = Option<OutboxRow>;
-
-    async fn run(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        all: &[Arc<NewRun>],
-    ) -> sqlx::Result<Vec<Option<OutboxRow>>> {
-        let rows: Vec<StagedRow> = sqlx::query_as(
-            "WITH x AS (
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-                                    $6::jsonb[], $7::uuid[])
-                 WITH ORDINALITY AS x(id, workflow, event_id, customer_id, sender_id, job, dispatch_id, ord)
-             ), run AS (
-               INSERT INTO runs (id, workflow, event_id, customer_id, sender_id, status, context, dispatch_id)
-               SELECT id, workflow, event_id, customer_id, sender_id, 'queued', jsonb_build_object('steps', '{}'::jsonb), dispatch_id
-               FROM x ORDER BY ord
-               ON CONFLICT (workflow, event_id) DO NOTHING
-               RETURNING id
-             ), job AS (
-               INSERT INTO outbox (destination, routing_key, body, event_id)
-               SELECT $8, '', x.job, NULL FROM x JOIN run ON run.id = x.id ORDER BY x.ord
-               RETURNING id, destination, routing_key, body
-             )
-             SELECT x.ord, job.id, job.destination, job.routing_key, job.body
-             FROM x LEFT JOIN job ON job.body = x.job ORDER BY x.ord",
-        )
-        .bind(all.iter().map(|r| r.run_id).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| r.customer_id.as_deref()).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| r.sender_id.as_str()).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| &r.job).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| r.dispatch_id).collect::<Vec<_>>())
-        .bind(Destination::Jobs.as_str())
-        .fetch_all(conn)
-        .await?;
-        let rows = crate::db::batch::one_row_each(rows, all.len(), "creating runs")?;
-        Ok(rows
-            .into_iter()
-            .map(|(_, id, destination, routing_key, body)| {
-                OutboxRow::from_columns(id, destination, routing_key, body)
-            })
-            .collect())
-    }
+) -> anyhow::Result<NewRun> {
+    let run_id = Uuid::now_v7();
+    Ok(NewRun {
+        run_id,
+        workflow: workflow.name.clone(),
+        event_id: event.id,
+        customer_id: event.subject.clone(),
+        sender_id: event.senderid.clone(),
+        job: serde_json::to_value(Job::step(run_id, 0))?,
+        dispatch_id,
+    })
 }
 
 /// The metric and the log line of a run that was created.
@@ -247,7 +176,7 @@ async fn create_run(
     dispatch_id: Option<Uuid>,
 ) -> anyhow::Result<Vec<OutboxRow>> {
     use crate::db::batch::Statement;
-    let run = Arc::new(NewRun::new(workflow, event, dispatch_id)?);
+    let run = Arc::new(new_run(workflow, event, dispatch_id)?);
     let mut staged = CreateRuns
         .run(conn, std::slice::from_ref(&run))
         .await
@@ -286,19 +215,17 @@ async fn resume_waiting(
     event: &CloudEvent,
     customer: &str,
 ) -> anyhow::Result<Vec<OutboxRow>> {
-    let waiting: Vec<(Uuid, String, i32)> = sqlx::query_as(
-        "SELECT id, workflow, step_index FROM runs
-         WHERE finished_at IS NULL AND status = 'waiting' AND sender_id = $1 AND customer_id = $2
-         FOR UPDATE",
-    )
-    .bind(&event.senderid)
-    .bind(customer)
-    .fetch_all(&mut **tx)
-    .await
-    .context("find waiting runs")?;
+    let waiting = runs::lock_waiting(tx, &event.senderid, customer)
+        .await
+        .context("find waiting runs")?;
     let mut rows = Vec::new();
     let message_id = event.data["message_id"].as_str().unwrap_or_default();
-    for (run_id, workflow_name, step_index) in waiting {
+    for runs::WaitingRun {
+        id: run_id,
+        workflow: workflow_name,
+        step_index,
+    } in waiting
+    {
         let Some(step) = workflows
             .get(&workflow_name)
             .and_then(|w| w.steps.get(step_index as usize))
@@ -308,15 +235,10 @@ async fn resume_waiting(
         };
         let job = Job::step(run_id, step_index);
         set_output(tx, job, &step.id, &reply_output(event)).await?;
-        sqlx::query("DELETE FROM timers WHERE run_id = $1 AND kind = 'timeout'")
-            .bind(run_id)
-            .execute(&mut **tx)
+        timers::cancel_timeout(tx, run_id)
             .await
             .context("cancel reply timeout")?;
-        sqlx::query("UPDATE runs SET resumed_by = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(message_id)
-            .execute(&mut **tx)
+        runs::set_resumed_by(tx, run_id, message_id)
             .await
             .context("mark resumed")?;
         rows.extend(move_to(tx, job, step.next).await?);
@@ -331,17 +253,9 @@ async fn reply_belongs_to_a_waiting_run(
     customer: &str,
     message_id: &str,
 ) -> anyhow::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE finished_at IS NULL AND status = 'waiting'
-                                       AND sender_id = $1 AND customer_id = $2)
-             OR EXISTS (SELECT 1 FROM runs WHERE resumed_by = $3)",
-    )
-    .bind(&event.senderid)
-    .bind(customer)
-    .bind(message_id)
-    .fetch_one(&mut **tx)
-    .await
-    .context("check waiting runs")
+    runs::waits_or_resumed_by(tx, &event.senderid, customer, message_id)
+        .await
+        .context("check waiting runs")
 }
 
 async fn handle_delivery(

@@ -1,26 +1,26 @@
-//! Runs: run state and history in PostgreSQL, read by the worker, the CLI and the API.
+//! Runs: run state and history in PostgreSQL (`store::runs`, `store::attempts`,
+//! `store::messages`), read by the worker, the CLI and the API, and the state changes the
+//! worker, the matcher (replies) and the scheduler (timers) share.
 
 use anyhow::Context;
 
-use crate::bus::{
-    Destination,
-    outbox::{self, OutboxRow},
+use crate::{
+    bus::{
+        Destination,
+        outbox::{self, OutboxRow},
+    },
+    store::{self, attempts, messages},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A job on the jobs queue: run step `step_index` of run `run_id`, or, with `resume`, continue
-/// a run that sleeps or waits at that step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    pub run_id: Uuid,
-    pub step_index: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume: Option<Resume>,
-}
+pub use crate::store::{
+    attempts::{Attempt, AttemptState},
+    messages::{MessageStatus, Outbound},
+    runs::{Job, Resume, RunFilter, RunStatus, RunSummary},
+};
 
 /// A run's data as its steps see it: what its event says (`trigger` and `event`, as the trigger
 /// filter saw them) and what the run keeps itself (`steps`, each step's output). The run's row
@@ -34,85 +34,6 @@ pub fn run_data(event: crate::domain::CloudEvent, own: Value) -> Value {
     data
 }
 
-impl Job {
-    pub fn step(run_id: Uuid, step_index: i32) -> Self {
-        Job {
-            run_id,
-            step_index,
-            resume: None,
-        }
-    }
-}
-
-/// Why a sleeping or waiting run continues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Resume {
-    /// A delay's time has come.
-    Wake,
-    /// A wait for a reply timed out.
-    Timeout,
-    /// A failed step's retry is due.
-    Retry,
-    /// The step was held back for an earlier run of the same contact: try it now.
-    Turn,
-}
-
-impl Resume {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resume::Wake => "wake",
-            Resume::Timeout => "timeout",
-            Resume::Retry => "retry",
-            Resume::Turn => "turn",
-        }
-    }
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct RunSummary {
-    pub id: Uuid,
-    pub workflow: String,
-    pub status: String,
-    pub step_index: i32,
-    pub customer_id: Option<String>,
-    pub sender_id: Option<String>,
-    pub event_id: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub error: Option<Value>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct Attempt {
-    pub step_index: i32,
-    pub step_id: String,
-    pub step_type: String,
-    pub attempt: i32,
-    pub state: String,
-    pub input: Option<Value>,
-    pub output: Option<Value>,
-    pub error: Option<Value>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct Outbound {
-    pub id: Uuid,
-    pub step_index: Option<i32>,
-    pub sender_id: String,
-    pub recipient: String,
-    pub kind: String,
-    pub provider: String,
-    pub request: Value,
-    pub wamid: Option<String>,
-    pub status: String,
-    pub status_at: Option<DateTime<Utc>>,
-    pub error: Option<Value>,
-    pub created_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
@@ -123,53 +44,18 @@ pub struct RunDetail {
     pub messages: Vec<Outbound>,
 }
 
-const SUMMARY_COLUMNS: &str = "id, workflow, status, step_index, customer_id, sender_id, event_id, created_at, finished_at, error";
-
-#[derive(Debug, Default, Clone)]
-pub struct RunFilter {
-    pub workflow: Option<String>,
-    pub status: Option<String>,
-    /// The customer's id (phone digits) or phone (`+` and digits).
-    pub customer: Option<String>,
-    pub dispatch_id: Option<Uuid>,
-    pub limit: i64,
-}
-
 pub async fn list(pool: &PgPool, filter: &RunFilter) -> anyhow::Result<Vec<RunSummary>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY_COLUMNS} FROM runs
-         WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2)
-           AND ($4::text IS NULL OR customer_id = ltrim($4, '+')) AND ($5::uuid IS NULL OR dispatch_id = $5)
-         ORDER BY created_at DESC, id DESC LIMIT $3"
-    )))
-    .bind(&filter.workflow)
-    .bind(&filter.status)
-    .bind(filter.limit.max(1))
-    .bind(&filter.customer)
-    .bind(filter.dispatch_id)
-    .fetch_all(pool)
-    .await
-    .context("list runs")
+    store::runs::list(pool, filter).await.context("list runs")
 }
 
 /// A run with its trigger, every step attempt and every message it sent. `id` may be a prefix.
 pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> {
-    let run: Option<RunSummary> = match Uuid::parse_str(id) {
-        Ok(uuid) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = $1"
-        )))
-        .bind(uuid)
-        .fetch_optional(pool)
-        .await
-        .context("load run")?,
+    let run = match Uuid::parse_str(id) {
+        Ok(uuid) => store::runs::find(pool, uuid).await.context("load run")?,
         Err(_) => {
-            let mut found: Vec<RunSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id::text LIKE $1 || '%' LIMIT 2"
-            )))
-            .bind(id.to_lowercase())
-            .fetch_all(pool)
-            .await
-            .context("load run by prefix")?;
+            let mut found = store::runs::find_by_prefix(pool, &id.to_lowercase())
+                .await
+                .context("load run by prefix")?;
             if found.len() > 1 {
                 anyhow::bail!("'{id}' matches more than one run; give more of the id");
             }
@@ -177,28 +63,15 @@ pub async fn show(pool: &PgPool, id: &str) -> anyhow::Result<Option<RunDetail>> 
         }
     };
     let Some(run) = run else { return Ok(None) };
-    let (event_type, trigger): (String, Value) =
-        sqlx::query_as("SELECT type, cloudevent -> 'data' FROM events WHERE id = $1")
-            .bind(run.event_id)
-            .fetch_one(pool)
-            .await
-            .context("load the run's event")?;
-    let steps = sqlx::query_as(
-        "SELECT step_index, step_id, step_type, attempt, state, input, output, error, started_at, finished_at
-         FROM step_attempts WHERE run_id = $1 ORDER BY step_index, attempt",
-    )
-    .bind(run.id)
-    .fetch_all(pool)
-    .await
-    .context("load step attempts")?;
-    let messages = sqlx::query_as(
-        "SELECT id, step_index, sender_id, recipient, kind, provider, request, wamid, status, status_at, error, created_at
-         FROM outbound_messages WHERE run_id = $1 ORDER BY created_at",
-    )
-    .bind(run.id)
-    .fetch_all(pool)
-    .await
-    .context("load outbound messages")?;
+    let (event_type, trigger) = store::events::type_and_data(pool, run.event_id)
+        .await
+        .context("load the run's event")?;
+    let steps = attempts::of_run(pool, run.id)
+        .await
+        .context("load step attempts")?;
+    let messages = messages::of_run(pool, run.id)
+        .await
+        .context("load outbound messages")?;
     Ok(Some(RunDetail {
         run,
         event_type,
@@ -216,17 +89,9 @@ pub(crate) async fn set_output(
     step_id: &str,
     output: &Value,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE runs SET context = jsonb_set(context, ARRAY['steps', $2], $3, true), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(job.run_id)
-    .bind(step_id)
-    .bind(output)
-    .execute(&mut **tx)
-    .await
-    .context("store step output")?;
-    Ok(())
+    store::runs::set_output(tx, job.run_id, step_id, output)
+        .await
+        .context("store step output")
 }
 
 /// Moves the run to step `target` and stages its job, or completes the run.
@@ -236,19 +101,14 @@ pub(crate) async fn move_to(
     target: Option<usize>,
 ) -> anyhow::Result<Vec<OutboxRow>> {
     let Some(target) = target else {
-        finish_run(tx, job, "completed", None).await?;
+        finish_run(tx, job, RunStatus::Completed, None).await?;
         tracing::info!(run_id = %job.run_id, "run completed");
         return Ok(Vec::new());
     };
     let target = target as i32;
-    sqlx::query(
-        "UPDATE runs SET step_index = $2, status = 'queued', updated_at = now() WHERE id = $1",
-    )
-    .bind(job.run_id)
-    .bind(target)
-    .execute(&mut **tx)
-    .await
-    .context("advance run")?;
+    store::runs::advance(tx, job.run_id, target)
+        .await
+        .context("advance run")?;
     let next_job = Job::step(job.run_id, target);
     let row = outbox::stage(
         tx,
@@ -265,19 +125,12 @@ pub(crate) async fn move_to(
 pub(crate) async fn finish_run(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: Job,
-    status: &str,
+    status: RunStatus,
     error: Option<&Value>,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE runs SET status = $2, error = $3, updated_at = now(), finished_at = now() WHERE id = $1",
-    )
-    .bind(job.run_id)
-    .bind(status)
-    .bind(error)
-    .execute(&mut **tx)
-    .await
-    .context("finish run")?;
-    Ok(())
+    store::runs::finish(tx, job.run_id, status, error)
+        .await
+        .context("finish run")
 }
 
 pub mod dead_letters;

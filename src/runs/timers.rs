@@ -7,39 +7,23 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::{Job, Resume};
-use crate::bus::{
-    Bus, Destination,
-    outbox::{self, OutboxRow},
+use crate::{
+    bus::{
+        Bus, Destination,
+        outbox::{self, OutboxRow},
+    },
+    store::timers,
 };
 
 /// Stages the jobs of every due timer (up to 500). Returns the rows to publish.
 pub async fn claim_due(pool: &PgPool) -> anyhow::Result<Vec<OutboxRow>> {
     let mut tx = pool.begin().await.context("begin timers")?;
-    let due: Vec<(Uuid, i32, String)> = sqlx::query_as(
-        "DELETE FROM timers WHERE id IN (
-             SELECT id FROM timers WHERE due_at <= now() ORDER BY due_at LIMIT 500
-             FOR UPDATE SKIP LOCKED)
-         RETURNING run_id, step_index, kind",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("claim due timers")?;
+    let due = timers::claim_due(&mut tx)
+        .await
+        .context("claim due timers")?;
     let mut rows = Vec::with_capacity(due.len());
-    for (run_id, step_index, kind) in due {
-        let resume = match kind.as_str() {
-            "timeout" => Resume::Timeout,
-            "retry" => Resume::Retry,
-            "turn" => Resume::Turn,
-            _ => Resume::Wake,
-        };
-        let job = Job {
-            run_id,
-            step_index,
-            resume: Some(resume),
-        };
+    for job in due {
         rows.push(
             outbox::stage(
                 &mut tx,

@@ -18,7 +18,7 @@ use crate::{
     },
     dispatch::{self, Defaults, DispatchEventType, NewDispatch, Source, Target},
     domain::{CloudEvent, CronExpr, EventType, TimeZone},
-    events,
+    store::events,
     store::schedule_ticks,
     workflow::{Missed, SharedWorkflows, Workflow},
 };

@@ -15,6 +15,7 @@ use super::{ErrorClass, Step, StepContext, StepError, StepOutput};
 use crate::{
     expr::Text,
     providers::llm::{Assistant, Assistants, ChatMessage, LlmError, Role},
+    store::ai::{self, Speaker},
 };
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -178,10 +179,7 @@ async fn find_conversation(
     assistant: &str,
     customer: &str,
 ) -> Result<Option<Uuid>, StepError> {
-    sqlx::query_scalar("SELECT id FROM ai_conversations WHERE assistant = $1 AND customer = $2")
-        .bind(assistant)
-        .bind(customer)
-        .fetch_optional(pool)
+    ai::find_conversation(pool, assistant, customer)
         .await
         .map_err(|e| db_error("find the AI conversation", e))
 }
@@ -195,20 +193,22 @@ async fn load_history(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT role, content FROM (
-             SELECT id, role, content FROM ai_messages
-             WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2
-         ) last ORDER BY id",
+    let turns = ai::history(
+        pool,
+        conversation_id,
+        i64::try_from(limit).unwrap_or(i64::MAX),
     )
-    .bind(conversation_id)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
     .await
     .map_err(|e| db_error("load the AI conversation's history", e))?;
-    Ok(rows
+    Ok(turns
         .into_iter()
-        .filter_map(|(role, content)| Some(ChatMessage::new(Role::parse(&role)?, content)))
+        .map(|t| {
+            let role = match t.role {
+                Speaker::User => Role::User,
+                Speaker::Assistant => Role::Assistant,
+            };
+            ChatMessage::new(role, t.content)
+        })
         .collect())
 }
 
@@ -221,34 +221,7 @@ async fn store_turn(
     answer: &str,
     run_id: Uuid,
 ) -> Result<Uuid, StepError> {
-    let store = async {
-        let mut tx = pool.begin().await?;
-        // A no-op update on conflict locks the row and returns its id, even when another run
-        // created it a moment ago.
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO ai_conversations (id, assistant, customer) VALUES ($1, $2, $3)
-             ON CONFLICT (assistant, customer) DO UPDATE SET assistant = EXCLUDED.assistant
-             RETURNING id",
-        )
-        .bind(Uuid::now_v7())
-        .bind(assistant)
-        .bind(customer)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO ai_messages (conversation_id, role, content, run_id)
-             VALUES ($1, 'user', $2, $4), ($1, 'assistant', $3, $4)",
-        )
-        .bind(id)
-        .bind(message)
-        .bind(answer)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(id)
-    };
-    store
+    ai::add_turn(pool, assistant, customer, message, answer, run_id)
         .await
         .map_err(|e| db_error("store the AI conversation", e))
 }

@@ -65,16 +65,7 @@ pub struct StepContext<'a> {
     pub services: &'a Services,
 }
 
-/// A message a step sent, recorded with the attempt.
-#[derive(Clone, Debug, Serialize)]
-pub struct Sent {
-    pub sender_id: String,
-    pub recipient: String,
-    pub kind: &'static str,
-    pub provider: &'static str,
-    pub request: Value,
-    pub wamid: String,
-}
+pub use crate::store::messages::Sent;
 
 /// What a step produced: its output (`steps.<id>.*`), any message it sent, and where the run
 /// goes next.
@@ -186,15 +177,9 @@ pub(crate) async fn require_window(
     to: &PhoneNumber,
     advice: &str,
 ) -> Result<(), StepError> {
-    let open: Option<bool> = sqlx::query_scalar(
-        "SELECT window_expires_at > now() FROM conversations
-         WHERE sender_id = $1 AND customer_id = $2",
-    )
-    .bind(sender)
-    .bind(to.digits())
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| database_away("checking the 24-hour window", &e))?;
+    let open = crate::store::messages::window_open(pool, sender, to.digits())
+        .await
+        .map_err(|e| database_away("checking the 24-hour window", &e))?;
     if open == Some(true) {
         return Ok(());
     }

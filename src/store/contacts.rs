@@ -587,3 +587,23 @@ mod tests {
         }
     }
 }
+
+/// A contact as a run's steps see it (`{{ contact.* }}`).
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct ContactView {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub fields: Value,
+    pub groups: Vec<String>,
+    pub opted_out: bool,
+}
+
+/// The contact of `customer_id`, as steps see it, inside the caller's transaction.
+pub async fn view(conn: &mut PgConnection, customer_id: &str) -> sqlx::Result<Option<ContactView>> {
+    sqlx::query_as(
+        "SELECT name, phone, fields, groups, opted_out FROM contacts WHERE customer_id = $1",
+    )
+    .bind(customer_id)
+    .fetch_optional(conn)
+    .await
+}

@@ -2,6 +2,16 @@
 //! its rows into named structs and types its states as enums. Steps, stages and the API call
 //! the stores; they write no SQL. Stores sit just above `db` and import nothing higher.
 
+pub mod outbox;
+pub mod events;
+pub mod runs;
+pub mod attempts;
+pub mod messages;
+pub mod fast_path;
+pub mod timers;
+pub mod dead_letters;
+pub mod quarantine;
+pub mod ai;
 pub mod contacts;
 pub mod dispatches;
 pub mod schedule_ticks;

@@ -5,17 +5,15 @@
 //! and the next job in one transaction. A job whose intent is recorded but whose worker died
 //! (its lease ran out) is reconciled as "interrupted" and not sent again.
 
-mod statements;
-
 use std::{future::Future, time::Duration};
 
-use crate::domain::CloudEvent;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::store::fast_path::Statements;
 use crate::{
     bus::{
         Bus, Delivery,
@@ -23,15 +21,19 @@ use crate::{
     },
     failure::{ErrorClass, StepError},
     runs::{
-        Job, Resume,
+        AttemptState, Job, Resume, RunStatus,
         dead_letters::{self, NewDeadLetter},
         finish_run, move_to, set_output,
     },
     steps::{Next, Rendered, Services, StepContext},
+    store::{
+        attempts::{self, LastAttempt, NewAttempt},
+        contacts::ContactView,
+        fast_path::{Done, NewIntent},
+        messages, runs, timers,
+    },
     workflow::{FlatStep, SharedWorkflows, Workflow},
 };
-pub use statements::Statements;
-use statements::{Done, NewIntent};
 
 /// What became of one job.
 #[derive(Debug)]
@@ -43,17 +45,6 @@ pub enum Outcome {
     /// Another worker holds the step's lease; look again after this long.
     Busy(Duration),
 }
-
-type RunRow = (
-    String,
-    String,
-    i32,
-    Value,
-    sqlx::types::Json<CloudEvent>,
-    Option<String>,
-    Option<String>,
-);
-type ContactRow = (Option<String>, Option<String>, Value, Vec<String>, bool);
 
 /// Runs one job to its outcome. The loop around it only acks and retries.
 pub async fn execute_job(
@@ -81,48 +72,47 @@ async fn locked_step(
     let pool = &services.pool;
     // Phase 1: lock the run, check the job is current, record the intent.
     let mut tx = pool.begin().await.context("begin step")?;
-    let run: Option<RunRow> = sqlx::query_as(
-        "SELECT r.workflow, r.status, r.step_index, r.context, e.cloudevent, r.customer_id, r.sender_id
-         FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1 FOR UPDATE OF r",
-    )
-    .bind(job.run_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("lock run")?;
-    let Some((workflow_name, status, step_index, context, event, customer_id, sender_id)) = run
+    let run = runs::lock(&mut tx, job.run_id).await.context("lock run")?;
+    let Some(runs::LockedRun {
+        workflow: workflow_name,
+        status,
+        step_index,
+        context,
+        cloudevent: event,
+        customer_id,
+        sender_id,
+    }) = run
     else {
         tracing::warn!(run_id = %job.run_id, "job for an unknown run; dropped");
         return Ok(Outcome::Stale);
     };
-    if matches!(status.as_str(), "completed" | "failed" | "cancelled")
-        || step_index != job.step_index
-    {
+    if status.is_finished() || step_index != job.step_index {
         return Ok(Outcome::Stale);
     }
     let Some(workflow) = workflows.get(&workflow_name) else {
         let error = json!({"class": "Provider error", "message": format!("workflow '{workflow_name}' is not loaded by this worker")});
-        finish_run(&mut tx, job, "failed", Some(&error)).await?;
+        finish_run(&mut tx, job, RunStatus::Failed, Some(&error)).await?;
         tx.commit().await.context("commit failed run")?;
         tracing::error!(run_id = %job.run_id, workflow = %workflow_name, "workflow not loaded; run failed");
         return Ok(Outcome::Done(Vec::new()));
     };
     let Some(flat) = workflow.steps.get(job.step_index as usize) else {
-        finish_run(&mut tx, job, "completed", None).await?;
+        finish_run(&mut tx, job, RunStatus::Completed, None).await?;
         tx.commit().await.context("commit completed run")?;
         return Ok(Outcome::Done(Vec::new()));
     };
     let (step_id, step) = (flat.id.as_str(), &flat.kind);
-    match (status.as_str(), job.resume) {
-        ("sleeping", Some(Resume::Wake)) => {
+    match (status, job.resume) {
+        (RunStatus::Sleeping, Some(Resume::Wake)) => {
             let rows = move_to(&mut tx, job, flat.next).await?;
             tx.commit().await.context("commit wake-up")?;
             return Ok(Outcome::Done(rows));
         }
         // A retry is due: run the step again below, as its next attempt.
-        ("retrying", Some(Resume::Retry)) => {}
+        (RunStatus::Retrying, Some(Resume::Retry)) => {}
         // Held back for an earlier run of the contact: run the step as a first try.
-        ("queued" | "running", Some(Resume::Turn)) => {}
-        ("waiting", Some(Resume::Timeout)) => {
+        (RunStatus::Queued | RunStatus::Running, Some(Resume::Turn)) => {}
+        (RunStatus::Waiting, Some(Resume::Timeout)) => {
             tracing::info!(run_id = %job.run_id, step = step_id, "no reply before the timeout");
             set_output(&mut tx, job, step_id, &json!({"timed_out": true})).await?;
             let rows = move_to(
@@ -136,21 +126,20 @@ async fn locked_step(
         }
         // A duplicate of the job that put the run to sleep or to wait, or a timer for a run
         // that has moved on: nothing to do.
-        ("sleeping" | "waiting" | "retrying", _) | (_, Some(_)) => return Ok(Outcome::Stale),
+        (RunStatus::Sleeping | RunStatus::Waiting | RunStatus::Retrying, _) | (_, Some(_)) => {
+            return Ok(Outcome::Stale);
+        }
         _ => {}
     }
-    let last: Option<(i32, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT attempt, state, lease_until FROM step_attempts
-         WHERE run_id = $1 AND step_index = $2 ORDER BY attempt DESC LIMIT 1",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("load last attempt")?;
-    let attempt = last.as_ref().map_or(1, |(n, _, _)| n + 1);
-    if let Some((n, state, lease_until)) = &last
-        && state == "started"
+    let last = attempts::last(&mut tx, job)
+        .await
+        .context("load last attempt")?;
+    let attempt = last.as_ref().map_or(1, |a| a.attempt + 1);
+    if let Some(LastAttempt {
+        attempt: n,
+        state: AttemptState::Started,
+        lease_until,
+    }) = &last
     {
         let now = Utc::now();
         if *lease_until > now {
@@ -162,17 +151,9 @@ async fn locked_step(
         // The worker that recorded this intent died during the call: the message may have gone
         // out. Never send twice: close the attempt as interrupted and go on.
         tracing::warn!(run_id = %job.run_id, step = %step_id, attempt = n, "step was interrupted mid-call; not repeated");
-        sqlx::query(
-            "UPDATE step_attempts SET state = 'interrupted', finished_at = now(),
-               output = '{\"interrupted\": true}'::jsonb
-             WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-        )
-        .bind(job.run_id)
-        .bind(job.step_index)
-        .bind(n)
-        .execute(&mut *tx)
-        .await
-        .context("close interrupted attempt")?;
+        attempts::close_interrupted(&mut tx, job, *n)
+            .await
+            .context("close interrupted attempt")?;
         if !step.repeatable() {
             let output = json!({"interrupted": true});
             let rows = follow(&mut tx, job, workflow, step_id, &output, &Next::Continue).await?;
@@ -198,19 +179,20 @@ async fn locked_step(
         Ok(r) => r,
         Err(error) => {
             let error_json = error.to_json();
-            record_attempt(
-                &mut tx,
+            let failed = NewAttempt {
                 job,
                 step_id,
                 step_type,
                 attempt,
-                "failed",
-                None,
-                Some(&error_json),
-                services.lease,
-                None,
-            )
-            .await?;
+                state: AttemptState::Failed,
+                input: None,
+                error: Some(&error_json),
+                lease: services.lease,
+                owner: None,
+            };
+            attempts::record(&mut tx, failed)
+                .await
+                .context("record step attempt")?;
             // A step whose input cannot be rendered fails the same way every time: no retry.
             let letter = NewDeadLetter {
                 job,
@@ -237,22 +219,21 @@ async fn locked_step(
             return Ok(Outcome::Done(Vec::new()));
         }
     };
-    record_attempt(
-        &mut tx,
+    let intent = NewAttempt {
         job,
         step_id,
         step_type,
         attempt,
-        "started",
-        Some(&input),
-        None,
-        services.lease,
-        Some(owner),
-    )
-    .await?;
-    sqlx::query("UPDATE runs SET status = 'running', updated_at = now() WHERE id = $1")
-        .bind(job.run_id)
-        .execute(&mut *tx)
+        state: AttemptState::Started,
+        input: Some(&input),
+        error: None,
+        lease: services.lease,
+        owner: Some(owner),
+    };
+    attempts::record(&mut tx, intent)
+        .await
+        .context("record step attempt")?;
+    runs::set_status(&mut tx, job.run_id, RunStatus::Running)
         .await
         .context("mark run running")?;
     if let Err(e) = tx.commit().await {
@@ -352,45 +333,21 @@ async fn carry_out(
     // Boxed: the success above is the common case and should not carry this path's state.
     Box::pin(patiently(job, "record the step's outcome", || async {
             let mut tx = pool.begin().await.context("begin step outcome")?;
-            let current: Option<(i32,)> =
-                sqlx::query_as("SELECT step_index FROM runs WHERE id = $1 FOR UPDATE")
-                    .bind(job.run_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .context("lock run for outcome")?;
+            let current = runs::lock_position(&mut tx, job.run_id)
+                .await
+                .context("lock run for outcome")?;
             let rows = match &result {
                 Ok(out) => {
                     if let Some(sent) = &out.sent {
-                        sqlx::query(
-                            "INSERT INTO outbound_messages (id, run_id, step_index, sender_id, recipient, kind, provider, request, wamid, status)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'accepted') ON CONFLICT (wamid) DO NOTHING",
-                        )
-                        .bind(uuid::Uuid::now_v7())
-                        .bind(job.run_id)
-                        .bind(job.step_index)
-                        .bind(&sent.sender_id)
-                        .bind(&sent.recipient)
-                        .bind(sent.kind)
-                        .bind(sent.provider)
-                        .bind(&sent.request)
-                        .bind(&sent.wamid)
-                        .execute(&mut *tx)
-                        .await
-                        .context("record outbound message")?;
+                        messages::record_sent(&mut tx, job, sent)
+                            .await
+                            .context("record outbound message")?;
                     }
-                    sqlx::query(
-                        "UPDATE step_attempts SET state = 'succeeded', output = $4, finished_at = now()
-                         WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-                    )
-                    .bind(job.run_id)
-                    .bind(job.step_index)
-                    .bind(attempt)
-                    .bind(&out.output)
-                    .execute(&mut *tx)
-                    .await
-                    .context("record step output")?;
+                    attempts::succeeded(&mut tx, job, attempt, &out.output)
+                        .await
+                        .context("record step output")?;
                     tracing::info!(run_id = %job.run_id, workflow = %workflow_name, step = %step_id, step_type, "step succeeded");
-                    if current.map(|(i,)| i) == Some(job.step_index) {
+                    if current == Some(job.step_index) {
                         follow(&mut tx, job, workflow, step_id, &out.output, &out.next).await?
                     } else {
                         Vec::new()
@@ -398,38 +355,24 @@ async fn carry_out(
                 }
                 // Paced: the sender's next slot is far. Not an attempt: forget it, come back then.
                 Err(error) if error.is_deferred() => {
-                    sqlx::query(
-                        "DELETE FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-                    )
-                    .bind(job.run_id)
-                    .bind(job.step_index)
-                    .bind(attempt)
-                    .execute(&mut *tx)
-                    .await
-                    .context("forget deferred attempt")?;
-                    if current.map(|(i,)| i) != Some(job.step_index) {
+                    attempts::forget(&mut tx, job, attempt)
+                        .await
+                        .context("forget deferred attempt")?;
+                    if current != Some(job.step_index) {
                         tx.commit().await.context("commit late deferral")?;
                         return Ok(Outcome::Done(Vec::new()));
                     }
                     let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
                     tracing::debug!(run_id = %job.run_id, step = step_id, defer = ?wait, "send paced; step deferred");
                     let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+                    pause(&mut tx, job, RunStatus::Retrying, Some((Resume::Retry, due))).await?;
                     Vec::new()
                 }
                 Err(error) => {
-                    sqlx::query(
-                        "UPDATE step_attempts SET state = 'failed', error = $4, finished_at = now()
-                         WHERE run_id = $1 AND step_index = $2 AND attempt = $3",
-                    )
-                    .bind(job.run_id)
-                    .bind(job.step_index)
-                    .bind(attempt)
-                    .bind(error.to_json())
-                    .execute(&mut *tx)
-                    .await
-                    .context("record step error")?;
-                    if current.map(|(i,)| i) != Some(job.step_index) {
+                    attempts::failed(&mut tx, job, attempt, &error.to_json())
+                        .await
+                        .context("record step error")?;
+                    if current != Some(job.step_index) {
                         // Recorded late, after the run moved on (its attempt was closed as
                         // interrupted meanwhile): nothing more to decide for this step.
                         tx.commit().await.context("commit late step error")?;
@@ -450,7 +393,7 @@ async fn carry_out(
                                 "step failed; will retry"
                             );
                             let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                            pause(&mut tx, job, "retrying", Some((Resume::Retry, due))).await?;
+                            pause(&mut tx, job, RunStatus::Retrying, Some((Resume::Retry, due))).await?;
                         }
                         None => {
                             let error_json = error.to_json();
@@ -528,23 +471,17 @@ async fn fast_step(
     if step_index != job.step_index {
         return Ok(Some(Outcome::Stale));
     }
-    if !matches!(status.as_str(), "queued" | "running") || last_state.as_deref() == Some("started")
+    if !matches!(status, RunStatus::Queued | RunStatus::Running)
+        || *last_state == Some(AttemptState::Started)
     {
         return Ok(None);
     }
     if row.behind {
         // An earlier run of this contact is under way: its steps go first. Come back on a
         // durable timer rather than hold the delivery (other contacts keep every slot).
-        sqlx::query(
-            "INSERT INTO timers (run_id, step_index, kind, due_at)
-             VALUES ($1, $2, 'turn', now() + make_interval(secs => $3))",
-        )
-        .bind(job.run_id)
-        .bind(job.step_index)
-        .bind(TURN_WAIT.as_secs_f64())
-        .execute(&services.pool)
-        .await
-        .context("hold the step for the contact's earlier run")?;
+        timers::set_turn(&services.pool, job, TURN_WAIT)
+            .await
+            .context("hold the step for the contact's earlier run")?;
         metrics::counter!("herald_steps_held_for_order_total").increment(1);
         tracing::debug!(run_id = %job.run_id, step = job.step_index, "held for an earlier run of the contact");
         return Ok(Some(Outcome::Done(Vec::new())));
@@ -556,16 +493,12 @@ async fn fast_step(
         return Ok(None);
     };
     let attempt = row.last_attempt.map_or(1, |n| n + 1);
-    let contact = row.has_contact.then(|| {
-        let groups = row.groups.unwrap_or_default();
-        let fields = row.fields.unwrap_or_else(|| json!({}));
-        (
-            row.name,
-            row.phone,
-            fields,
-            groups,
-            row.opted_out.unwrap_or(false),
-        )
+    let contact = row.has_contact.then(|| ContactView {
+        name: row.name,
+        phone: row.phone,
+        fields: row.fields.unwrap_or_else(|| json!({})),
+        groups: row.groups.unwrap_or_default(),
+        opted_out: row.opted_out.unwrap_or(false),
     });
     let (customer_id, sender_id) = (row.customer_id, row.sender_id);
     let mut data = crate::runs::run_data(row.event.0, row.context);
@@ -620,17 +553,9 @@ async fn fast_step(
 /// intent stays and is closed as interrupted after its lease: at most once still holds.
 async fn forget_intent(pool: &sqlx::PgPool, job: Job, attempt: i32, owner: uuid::Uuid) {
     let forgotten = patiently(job, "check the step's intent", || async {
-        sqlx::query(
-            "DELETE FROM step_attempts
-             WHERE run_id = $1 AND step_index = $2 AND attempt = $3 AND owner = $4 AND state = 'started'",
-        )
-        .bind(job.run_id)
-        .bind(job.step_index)
-        .bind(attempt)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .context("forget the step's intent")
+        attempts::forget_intent(pool, job, attempt, owner)
+            .await
+            .context("forget the step's intent")
     })
     .await;
     if let Err(e) = forgotten {
@@ -659,16 +584,9 @@ async fn retry_decision(
     if !error.retryable() {
         return Ok(None);
     }
-    let (failures, rate_limited): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE error->>'class' IS DISTINCT FROM 'Rate limited'),
-                count(*) FILTER (WHERE error->>'class' = 'Rate limited')
-         FROM step_attempts WHERE run_id = $1 AND step_index = $2 AND state = 'failed'",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .fetch_one(&mut **tx)
-    .await
-    .context("count failed attempts")?;
+    let (failures, rate_limited) = attempts::count_failures(tx, job)
+        .await
+        .context("count failed attempts")?;
     if error.class == ErrorClass::RateLimited {
         if rate_limited > RATE_LIMIT_CAP {
             return Ok(None);
@@ -727,61 +645,23 @@ async fn load_contact(
     let Some(customer_id) = customer_id else {
         return Ok(contact_json(None, None));
     };
-    let row: Option<ContactRow> = sqlx::query_as(
-        "SELECT name, phone, fields, groups, opted_out FROM contacts WHERE customer_id = $1",
-    )
-    .bind(customer_id)
-    .fetch_optional(&mut **tx)
-    .await
-    .context("load contact")?;
+    let row = crate::store::contacts::view(tx, customer_id)
+        .await
+        .context("load contact")?;
     Ok(contact_json(Some(customer_id), row))
 }
 
 /// `{{ contact.* }}`: the run's contact as steps see it (`{}` without a customer, only the id
 /// for a customer Herald has no contact row for).
-fn contact_json(customer_id: Option<&str>, row: Option<ContactRow>) -> Value {
+fn contact_json(customer_id: Option<&str>, row: Option<ContactView>) -> Value {
     match (customer_id, row) {
         (None, _) => json!({}),
         (Some(id), None) => json!({ "id": id }),
-        (Some(id), Some((name, phone, fields, groups, opted_out))) => json!({
-            "id": id, "name": name, "phone": phone, "fields": fields,
-            "groups": groups, "opted_out": opted_out,
+        (Some(id), Some(c)) => json!({
+            "id": id, "name": c.name, "phone": c.phone, "fields": c.fields,
+            "groups": c.groups, "opted_out": c.opted_out,
         }),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn record_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    job: Job,
-    step_id: &str,
-    step_type: &str,
-    attempt: i32,
-    state: &str,
-    input: Option<&Value>,
-    error: Option<&Value>,
-    lease: Duration,
-    owner: Option<uuid::Uuid>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO step_attempts (run_id, step_index, step_id, step_type, attempt, state, input, error, lease_until, finished_at, owner)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9),
-                 CASE WHEN $6 = 'started' THEN NULL ELSE now() END, $10)",
-    )
-    .bind(job.run_id)
-    .bind(job.step_index)
-    .bind(step_id)
-    .bind(step_type)
-    .bind(attempt)
-    .bind(state)
-    .bind(input)
-    .bind(error)
-    .bind(lease.as_secs_f64())
-    .bind(owner)
-    .execute(&mut **tx)
-    .await
-    .context("record step attempt")?;
-    Ok(())
 }
 
 /// Stores the step's output under `steps.<id>`, then goes where the step said: the next step,
@@ -800,11 +680,12 @@ async fn follow(
         Next::Continue => move_to(tx, job, workflow.steps[index].next).await,
         Next::Arm(arm) => move_to(tx, job, workflow.arm_target(index, *arm)).await,
         Next::SleepUntil(due) => {
-            pause(tx, job, "sleeping", Some((Resume::Wake, *due))).await?;
+            pause(tx, job, RunStatus::Sleeping, Some((Resume::Wake, *due))).await?;
             Ok(Vec::new())
         }
         Next::WaitForReply { timeout_at } => {
-            pause(tx, job, "waiting", timeout_at.map(|t| (Resume::Timeout, t))).await?;
+            let timer = timeout_at.map(|t| (Resume::Timeout, t));
+            pause(tx, job, RunStatus::Waiting, timer).await?;
             Ok(Vec::new())
         }
     }
@@ -814,28 +695,16 @@ async fn follow(
 async fn pause(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: Job,
-    status: &str,
+    status: RunStatus,
     timer: Option<(Resume, DateTime<Utc>)>,
 ) -> anyhow::Result<()> {
-    sqlx::query("UPDATE runs SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(job.run_id)
-        .bind(status)
-        .execute(&mut **tx)
+    runs::set_status(tx, job.run_id, status)
         .await
         .context("pause run")?;
     if let Some((kind, due)) = timer {
-        sqlx::query(
-            "INSERT INTO timers (run_id, step_index, kind, due_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(job.run_id)
-        .bind(job.step_index)
-        .bind(kind.as_str())
-        .bind(due)
-        .execute(&mut **tx)
-        .await
-        .context("set timer")?;
+        timers::set(tx, job, kind, due).await.context("set timer")?;
     }
-    tracing::info!(run_id = %job.run_id, status, due = ?timer.map(|t| t.1), "run paused");
+    tracing::info!(run_id = %job.run_id, %status, due = ?timer.map(|t| t.1), "run paused");
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod proxy;
 mod retries;
 mod schedules;
 mod senders;
+mod states;
 mod step_retry;
 mod steps_misc;
 mod template_catalog;

@@ -1,5 +1,6 @@
-//! The fast path's three statements (read, intent, success), each batched across the jobs a
-//! process holds (`db::batch`): under load one statement serves many jobs.
+//! The worker's fast path: three statements (read, intent, success) over runs, step attempts,
+//! outbound messages, contacts and the outbox, each batched across the jobs a process holds
+//! (`db::batch`): under load one statement serves many jobs.
 
 use std::sync::Arc;
 
@@ -7,12 +8,15 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::{
+    attempts::AttemptState,
+    messages::Sent,
+    outbox::{Destination, OutboxRow},
+    runs::{Job, RunStatus},
+};
 use crate::{
-    bus::{Destination, outbox::OutboxRow},
     db::batch::{Batched, DbError, Statement},
     domain::CloudEvent,
-    runs::Job,
-    steps::Sent,
 };
 
 /// The batched statements of one worker process.
@@ -56,14 +60,14 @@ impl Statements {
 pub struct FastRow {
     ord: i64,
     pub workflow: String,
-    pub status: String,
+    pub status: RunStatus,
     pub step_index: i32,
     pub context: Value,
     pub event: sqlx::types::Json<CloudEvent>,
     pub customer_id: Option<String>,
     pub sender_id: Option<String>,
     pub last_attempt: Option<i32>,
-    pub last_state: Option<String>,
+    pub last_state: Option<AttemptState>,
     pub has_contact: bool,
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -205,14 +209,17 @@ pub struct Succeeded {
 #[derive(Clone)]
 struct Success;
 
-type SuccessRow = (
-    i64,
-    bool,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<Value>,
-);
+/// What the success statement answers per step: whether its run moved, and the next job's
+/// outbox row (all `None` when there is none).
+#[derive(sqlx::FromRow)]
+struct SuccessRow {
+    ord: i64,
+    moved: bool,
+    id: Option<i64>,
+    destination: Option<String>,
+    routing_key: Option<String>,
+    body: Option<Value>,
+}
 
 impl Statement for Success {
     /// Shared with the caller, which may hand it in again when PostgreSQL was away.
@@ -270,7 +277,7 @@ impl Statement for Success {
                WHERE x.job IS NOT NULL ORDER BY x.ord
                RETURNING id, destination, routing_key, body
              )
-             SELECT x.ord, EXISTS (SELECT 1 FROM run WHERE run.id = x.run_id),
+             SELECT x.ord, EXISTS (SELECT 1 FROM run WHERE run.id = x.run_id) AS moved,
                     job.id, job.destination, job.routing_key, job.body
              FROM x LEFT JOIN job ON job.body = x.job",
         )
@@ -292,14 +299,20 @@ impl Statement for Success {
                 .collect::<Vec<_>>(),
         )
         .bind(sent(|s| &s.wamid))
-        .bind(Destination::Jobs.as_str())
+        .bind(Destination::Jobs)
         .fetch_all(conn)
         .await?;
         let rows = rows
             .into_iter()
-            .map(|(ord, moved, id, destination, routing_key, body)| {
-                let next_job = OutboxRow::from_columns(id, destination, routing_key, body);
-                (ord, Succeeded { moved, next_job })
+            .map(|r| {
+                let next_job = OutboxRow::from_columns(r.id, r.destination, r.routing_key, r.body);
+                (
+                    r.ord,
+                    Succeeded {
+                        moved: r.moved,
+                        next_job,
+                    },
+                )
             })
             .collect();
         Ok(by_ord(all.len(), rows)
