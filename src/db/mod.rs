@@ -37,3 +37,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
+
+/// Whether PostgreSQL refused the data itself (SQLSTATE class 22, data exception, such as a
+/// NUL in text; or class 54, program limit exceeded, such as an over-long index key): the
+/// same data fails the same way every time, so it is quarantined, never retried.
+pub fn is_data_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("54"))
+}

@@ -8,6 +8,7 @@ mod opt_out;
 mod phone;
 mod rate;
 mod schedule;
+mod storable;
 mod template;
 
 pub use allow_list::{HttpAllowList, InvalidAllowEntry, inside_address};
@@ -18,6 +19,7 @@ pub use opt_out::{OptOutChange, OptOutKeywords};
 pub use phone::{InvalidPhoneNumber, PhoneNumber};
 pub use rate::Rate;
 pub use schedule::{CronExpr, TimeZone};
+pub use storable::{ESCAPED_NUL, escape_nuls, escape_nuls_in};
 pub use template::{LanguageCode, TemplateCategory, TemplateName, TemplateStatus};
 
 /// Implements `JsonSchema` for a newtype that is written as a string.

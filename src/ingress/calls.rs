@@ -76,8 +76,10 @@ impl InvalidCall {
 impl CallEnded {
     /// Parses a webhook body. Known fields are checked for their type; others are kept as sent.
     pub fn parse(body: &[u8]) -> Result<CallEnded, InvalidCall> {
-        let value: Value =
+        let mut value: Value =
             serde_json::from_slice(body).map_err(|e| InvalidCall::NotJson(e.to_string()))?;
+        // PostgreSQL keeps no NUL in text or jsonb: stored escaped, never refused.
+        crate::domain::escape_nuls(&mut value);
         let Value::Object(mut data) = value else {
             return Err(InvalidCall::NotAnObject);
         };
@@ -263,6 +265,18 @@ pub async fn receive(
     let event = call.to_event(&state.config.calls_sender);
     let recorded = match store(&state.pool, &call, &event).await {
         Ok(r) => r,
+        Err(e) if crate::db::is_data_error(&e) => {
+            // The same body would fail the same way for ever: keep it, answer 200.
+            let reason = format!("PostgreSQL refused the data: {e}");
+            return match super::quarantine::keep(&state.pool, "calls", &body, &reason).await {
+                Ok(id) => answer(
+                    StatusCode::OK,
+                    "quarantined",
+                    json!({"status": "quarantined", "quarantine_id": id, "reason": reason}),
+                ),
+                Err(db) => unavailable("could not store the call", &db),
+            };
+        }
         Err(e) => return unavailable("could not store the call", &e),
     };
     let pending: Vec<_> = recorded.outbox().into_iter().cloned().collect();
@@ -308,6 +322,18 @@ mod tests {
 
     fn parse(v: Value) -> Result<CallEnded, InvalidCall> {
         CallEnded::parse(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn a_nul_in_a_call_field_is_kept_escaped() {
+        let call = parse(json!({
+            "call_id": "c-\u{0}1", "customer_phone": "+4915112345678",
+            "customer_name": "A\u{0}na", "notes": {"k\u{0}": "v\u{0}"}
+        }))
+        .unwrap();
+        assert_eq!(call.call_id, "c-\\u00001");
+        assert_eq!(call.customer_name.as_deref(), Some("A\\u0000na"));
+        assert_eq!(call.data["notes"], json!({"k\\u0000": "v\\u0000"}));
     }
 
     #[test]

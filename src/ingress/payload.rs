@@ -140,8 +140,10 @@ impl GraphError {
 
 /// Parses a webhook body whose signature was already verified.
 pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
-    let root: Value =
+    let mut root: Value =
         serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    // PostgreSQL keeps no NUL in text or jsonb: stored escaped, never refused.
+    crate::domain::escape_nuls(&mut root);
     let Value::Object(root) = root else {
         return Err(PayloadError::NotWhatsApp(format!(
             "top level is {}, expected an object",
@@ -560,7 +562,11 @@ impl Collector {
                 let rpath = format!("{path}.interactive.nfm_reply.response_json");
                 let (raw, response) = match nfm.and_then(|n| n.get("response_json")) {
                     Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                        Ok(Value::Object(o)) => (Value::from(s.clone()), Some(o)),
+                        Ok(Value::Object(mut o)) => {
+                            // The response's own JSON may spell a NUL too (`\u0000`).
+                            crate::domain::escape_nuls_in(&mut o);
+                            (Value::from(s.clone()), Some(o))
+                        }
                         Ok(other) => {
                             self.problem(
                                 &rpath,
@@ -987,6 +993,14 @@ mod tests {
                 "from": "15550104477"
             })
         );
+    }
+
+    #[test]
+    fn a_nul_in_a_flow_response_is_kept_escaped() {
+        let raw = r#"{"flow_token": "t1", "comment": "a\u0000b", "k\u0000": 1}"#;
+        let m = only_message("interactive", nfm(json!(raw)));
+        assert_eq!(m.data["flow"]["response"]["comment"], "a\\u0000b");
+        assert_eq!(m.data["flow"]["response"]["k\\u0000"], 1);
     }
 
     #[test]

@@ -50,7 +50,20 @@ pub async fn store_items(
         ([], _) => {}
         ([Item::Message(m)], Some(batched)) => {
             let input = Arc::new(message_input(m, keywords));
-            let rows = batched.run(input.clone()).await.map_err(unshare)?;
+            let rows = match batched.run(input.clone()).await {
+                Ok(rows) => rows,
+                // The data of any message of the batch may have failed the shared statement:
+                // this message alone, so that only the one whose data it was fails.
+                Err(e) if crate::db::is_data_error(&e) => {
+                    use crate::db::batch::Statement;
+                    let mut conn = pool.acquire().await?;
+                    let mut rows = StoreMessages
+                        .run(&mut conn, std::slice::from_ref(&input))
+                        .await?;
+                    rows.pop().unwrap_or_default()
+                }
+                Err(e) => return Err(unshare(e)),
+            };
             record_message(&input, rows, &mut stored, &mut duplicate_keys);
             if !duplicate_keys.is_empty() {
                 let mut conn = pool.acquire().await?;

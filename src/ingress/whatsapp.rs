@@ -52,6 +52,20 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {
     )
 }
 
+/// PostgreSQL refused the data itself: the same body would fail the same way for ever, so it
+/// is quarantined with the reason and answered 200 (Meta stops delivering it).
+async fn refused_data(state: &IngressState, body: &[u8], error: &sqlx::Error) -> Response {
+    let reason = format!("PostgreSQL refused the data: {error}");
+    match quarantine::keep(&state.pool, "whatsapp", body, &reason).await {
+        Ok(id) => answer(
+            StatusCode::OK,
+            "quarantined",
+            json!({"status": "quarantined", "quarantine_id": id, "reason": reason}),
+        ),
+        Err(db) => unavailable("could not store the webhook", &db),
+    }
+}
+
 pub async fn receive(
     State(state): State<IngressState>,
     headers: HeaderMap,
@@ -105,6 +119,7 @@ pub async fn receive(
     .await
     {
         Ok(s) => s,
+        Err(db) if crate::db::is_data_error(&db) => return refused_data(&state, &body, &db).await,
         Err(db) => return unavailable("could not store the events", &db),
     };
     if let Err(e) = outbox::flush(&state.bus, &state.pool, &stored.outbox).await {

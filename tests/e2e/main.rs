@@ -2,6 +2,7 @@
 //! signed webhooks in, the fake Graph API (or the sandbox) out.
 
 mod ai;
+mod bad_data;
 mod api;
 mod api_fuzz;
 mod batching;
