@@ -4,6 +4,7 @@
 
 pub mod contacts;
 pub mod dispatches;
+pub mod retention;
 pub mod schedule_ticks;
 pub mod sender_notices;
 pub mod sender_pacing;
