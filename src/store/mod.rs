@@ -4,6 +4,7 @@
 
 pub mod contacts;
 pub mod dispatches;
+pub mod erasure;
 pub mod retention;
 pub mod schedule_ticks;
 pub mod sender_notices;
