@@ -21,6 +21,7 @@ mod outbound;
 mod pipeline;
 mod process;
 mod proxy;
+mod retention;
 mod retries;
 mod schedules;
 mod senders;
