@@ -189,6 +189,11 @@ pub async fn start(
             config.timer_interval.max(Duration::from_millis(250)),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::schedules::retention::run(
+            pool.clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
     }
     // The run-time template catalog: templates.yaml now, Meta's list when credentials allow.
     let catalog = crate::templates::catalog::Catalog::load(&config.templates_file)

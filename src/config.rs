@@ -133,6 +133,9 @@ pub struct Config {
     /// (`HERALD_HTTP_ALLOW`); empty: none (loopback, private, link-local and metadata
     /// addresses are refused).
     pub http_allow: HttpAllowList,
+    /// History older than this is deleted by the scheduler (`HERALD_RETENTION`, default 90d, at
+    /// least 7d: the dedup of Meta's redeliveries needs the events of the last 7 days).
+    pub retention: Duration,
 }
 
 /// Every setting, declared once: a flag and an environment variable each (the variables are how
@@ -548,6 +551,17 @@ pub struct ConfigArgs {
         value_parser = HttpAllowList::parse
     )]
     http_allow: Option<HttpAllowList>,
+    /// Events, runs with their step attempts and messages, dead letters, AI history, quarantined
+    /// bodies and sent notices older than this are deleted by the scheduler (at least 7d, the
+    /// time Meta may deliver a webhook again and its dedup needs the event).
+    #[arg(
+        long,
+        env = "HERALD_RETENTION",
+        global = true,
+        default_value = "90d",
+        value_parser = retention
+    )]
+    retention: Duration,
 }
 
 /// `HERALD_LOG_FORMAT`.
@@ -613,6 +627,24 @@ fn duration(raw: &str) -> Result<Duration, String> {
 
 fn template_sync_interval(raw: &str) -> Result<Duration, String> {
     Ok(duration(raw)?.max(Duration::from_secs(1)))
+}
+
+/// The shortest `HERALD_RETENTION`: Meta delivers a webhook again for up to 7 days, and an
+/// event must be kept that long for the redelivery to be recognised.
+pub const MIN_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+fn retention(raw: &str) -> Result<Duration, String> {
+    let ten_years = Duration::from_secs(3650 * 86_400);
+    let d =
+        crate::domain::HumanDuration::parse_within(raw, "retention", Duration::ZERO..=ten_years)?
+            .get();
+    if d < MIN_RETENTION {
+        return Err(format!(
+            "'{raw}' is shorter than 7d: Meta delivers a webhook again for up to 7 days, and \
+             only a stored event recognises the redelivery"
+        ));
+    }
+    Ok(d)
 }
 
 fn dispatch_rate(raw: &str) -> Result<f64, String> {
@@ -708,6 +740,7 @@ impl ConfigArgs {
             calls_secret: self.calls_secret,
             calls_sender: self.calls_sender,
             http_allow: self.http_allow.unwrap_or_default(),
+            retention: self.retention,
         })
     }
 }
@@ -1168,6 +1201,24 @@ mod tests {
         .unwrap();
         assert!(secret_only.calls_token.is_none());
         assert_eq!(secret_only.calls_sender, "42");
+    }
+
+    #[test]
+    fn retention_defaults_to_90_days_and_refuses_less_than_the_7_days_of_dedup() {
+        assert_eq!(
+            config(&[]).unwrap().retention,
+            Duration::from_secs(90 * 86_400)
+        );
+        let c = config(&[("HERALD_RETENTION", "7d")]).unwrap();
+        assert_eq!(c.retention, MIN_RETENTION);
+        let err = config(&[("HERALD_RETENTION", "3d")]).unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .starts_with("HERALD_RETENTION (--retention): '3d' is shorter than 7d"),
+            "{err:#}"
+        );
+        let err = config(&[("HERALD_RETENTION", "forever")]).unwrap_err();
+        assert!(err.to_string().contains("HERALD_RETENTION"), "{err}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     contacts::{
-        self, Contact, ContactFilter, ContactKey, ContactUpdate, ContactsError, Group, GroupName,
-        NewContact,
+        self, Contact, ContactFilter, ContactKey, ContactUpdate, ContactsError, Erasure, Group,
+        GroupName, NewContact,
         import::{self, ImportReport},
     },
     domain::PhoneNumber,
@@ -122,8 +122,8 @@ async fn update(
 async fn remove(
     State(s): State<ApiState>,
     PathParams(p): PathParams<ContactPath>,
-) -> ContactAnswer {
-    Ok(Json(contacts::delete(&s.pool, &p.key()?).await?))
+) -> ApiResult<Json<Erasure>, (NotFound, Unprocessable, Unavailable)> {
+    Ok(Json(contacts::erase(&s.pool, &p.key()?).await?))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -262,7 +262,11 @@ pub(super) fn routes() -> ApiRouter<ApiState> {
                     )
                 })
                 .delete_with(remove, |o| {
-                    o.summary("Delete a contact (answers the deleted contact)")
+                    o.summary(
+                        "Delete a contact and erase its personal data from the whole history \
+                         (answers the deleted contact and, in `erased`, the rows erased per \
+                         table; the rows stay, with their personal data replaced)",
+                    )
                 }),
         )
         .with_path_items(|item| item.tag("contacts"));

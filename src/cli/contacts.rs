@@ -1,4 +1,4 @@
-//! `herald contacts list|show|add|import|opt-out|opt-in|delete` and `herald groups
+//! `herald contacts list|show|add|import|opt-out|opt-in|erase|delete` and `herald groups
 //! list|create|delete|members`.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{output, parse_key_value, when};
 use crate::{
     config::Config,
-    contacts::{self, Contact, ContactFilter, ContactKey, GroupName, NewContact, import},
+    contacts::{self, Contact, ContactFilter, ContactKey, Erasure, GroupName, NewContact, import},
     db,
     domain::PhoneNumber,
 };
@@ -60,7 +60,11 @@ pub enum ContactsCommand {
     /// Allow messages to a contact again.
     #[command(name = "opt-in")]
     OptIn { contact: String },
-    /// Delete a contact (its run history stays).
+    /// Erase a contact: delete it and remove its personal data (phone, name, message texts)
+    /// from every event, run, step, message, AI conversation, quarantined body and dispatch.
+    /// The rows stay, so counts still add up; prints what was erased per table.
+    Erase { contact: String },
+    /// The same as `erase`.
     Delete { contact: String },
 }
 
@@ -110,6 +114,21 @@ fn print_contact(c: &Contact, json: bool) -> anyhow::Result<()> {
         println!("last seen  {}", when(t));
     }
     Ok(())
+}
+
+fn print_erasure(erasure: &Erasure) {
+    let c = &erasure.contact;
+    println!(
+        "erased {} (contact {})",
+        c.phone.as_deref().unwrap_or(&c.customer_id),
+        c.id
+    );
+    let mut table = output::table(["TABLE", "ROWS"]);
+    output::align_right(&mut table, &[1]);
+    for (name, rows) in erasure.erased.rows() {
+        table.add_row([name.to_string(), rows.to_string()]);
+    }
+    output::print_table(&table);
 }
 
 pub(super) async fn contacts_command(
@@ -214,12 +233,12 @@ pub(super) async fn contacts_command(
                 if opt_out { "opted out" } else { "opted in" }
             );
         }
-        ContactsCommand::Delete { contact } => {
-            let c = contacts::delete(&pool, &ContactKey::parse(&contact)?).await?;
+        ContactsCommand::Erase { contact } | ContactsCommand::Delete { contact } => {
+            let erasure = contacts::erase(&pool, &ContactKey::parse(&contact)?).await?;
             if json {
-                return output::json(&c);
+                return output::json(&erasure);
             }
-            println!("deleted {}", c.phone.as_deref().unwrap_or(&c.customer_id));
+            print_erasure(&erasure);
         }
     }
     Ok(())

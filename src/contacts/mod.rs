@@ -15,6 +15,7 @@ pub use crate::domain::{GroupName, InvalidGroupName};
 use crate::domain::{InvalidPhoneNumber, PhoneNumber};
 use crate::store::contacts::{self as store, ContactRef};
 pub use crate::store::contacts::{Contact, ContactFilter, ContactUpdate, Group, NewContact};
+pub use crate::store::erasure::{ErasedRows, Erasure};
 
 /// What went wrong; `code()` is stable (the HTTP API answers it as `error`).
 ///
@@ -182,7 +183,17 @@ pub async fn set_opted_out(
     update(pool, key, &change).await
 }
 
-/// Deletes a contact and returns it (its runs and messages stay in the history).
+/// Erases a contact: deletes it and removes its personal data from the whole history (events,
+/// runs, steps, messages, AI history, quarantine, dispatches), keeping the rows' counts. What
+/// the CLI's `contacts delete|erase` and the API's `DELETE /api/v1/contacts/{contact}` do.
+pub async fn erase(pool: &PgPool, key: &ContactKey) -> Result<Erasure, ContactsError> {
+    crate::store::erasure::erase(pool, key.row())
+        .await?
+        .ok_or_else(|| ContactsError::ContactNotFound(key.to_string()))
+}
+
+/// Deletes a contact's row only and returns it (its runs and messages stay in the history, with
+/// its personal data: [`erase`] removes that too).
 pub async fn delete(pool: &PgPool, key: &ContactKey) -> Result<Contact, ContactsError> {
     store::delete(pool, key.row())
         .await?

@@ -4,6 +4,9 @@
 //! Each schedule has one row in `schedule_ticks` (its last tick). A scheduler locks the row
 //! (`FOR UPDATE SKIP LOCKED`), fires the due tick and moves the row in one transaction, so a tick
 //! fires once however many schedulers run. The clock is a parameter (`fire_due(.., now)`).
+//! The scheduler's housekeeping, retention and vacuum, is in [`retention`].
+
+pub mod retention;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};

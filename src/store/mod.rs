@@ -14,6 +14,8 @@ pub mod quarantine;
 pub mod ai;
 pub mod contacts;
 pub mod dispatches;
+pub mod erasure;
+pub mod retention;
 pub mod schedule_ticks;
 pub mod sender_notices;
 pub mod sender_pacing;

@@ -22,6 +22,7 @@ mod outbound;
 mod pipeline;
 mod process;
 mod proxy;
+mod retention;
 mod retries;
 mod schedules;
 mod senders;
