@@ -15,6 +15,7 @@ mod examples;
 mod fake_graph;
 mod faults;
 mod flows;
+mod graph_answers;
 mod harness;
 mod opt_out;
 mod outbound;
