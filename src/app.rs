@@ -257,7 +257,10 @@ pub async fn start(
     }
 
     let mut router = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|State(h): State<Health>| async move { crate::api::healthz(&h.bus) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Health {

@@ -205,6 +205,22 @@ pub fn router(state: ApiState) -> Router {
         .merge(protected)
 }
 
+/// `/healthz`: alive while every consumer started on `bus` still runs; a stopped one (the
+/// matcher's or the workers') takes no more events or jobs, and only a restart brings it back,
+/// so the answer is 503 naming it.
+pub fn healthz(bus: &crate::bus::Bus) -> Response {
+    let stopped = bus.stopped_consumers();
+    if stopped.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    tracing::error!(consumers = ?stopped, "a consumer stopped; answering 503 on /healthz");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "unhealthy", "stopped_consumers": stopped})),
+    )
+        .into_response()
+}
+
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.config.api_token else {
         return ApiError::<(Unauthorized,)>::new(

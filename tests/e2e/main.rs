@@ -7,6 +7,7 @@ mod api_fuzz;
 mod batching;
 mod calls;
 mod configuration;
+mod consumer_panics;
 mod contacts;
 mod control;
 mod dispatch;
