@@ -301,12 +301,7 @@ pub async fn start(
                 tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
             }
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        ingress::server::serve(listener, router, config.http, stop).await;
     });
     tracing::info!(%addr, roles = ?roles, workflows = workflows.all().len(), sender = whatsapp.provider_name(), "herald started");
     Ok(Running {

@@ -18,6 +18,7 @@ mod faults;
 mod flows;
 mod graph_answers;
 mod harness;
+mod http_limits;
 mod opt_out;
 mod outbound;
 mod pipeline;
