@@ -21,6 +21,7 @@ mod harness;
 mod http_limits;
 mod opt_out;
 mod outbound;
+mod parsers_fuzz;
 mod pipeline;
 mod process;
 mod proxy;
