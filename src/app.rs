@@ -262,7 +262,10 @@ pub async fn start(
     }
 
     let mut router = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|State(h): State<Health>| async move { crate::api::healthz(&h.bus) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Health {
@@ -303,12 +306,7 @@ pub async fn start(
                 tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
             }
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        ingress::server::serve(listener, router, config.http, stop).await;
     });
     tracing::info!(%addr, roles = ?roles, workflows = workflows.all().len(), sender = whatsapp.provider_name(), "herald started");
     Ok(Running {

@@ -136,6 +136,18 @@ pub struct Config {
     /// History older than this is deleted by the scheduler (`HERALD_RETENTION`, default 90d, at
     /// least 7d: the dedup of Meta's redeliveries needs the events of the last 7 days).
     pub retention: Duration,
+    /// The HTTP doors' limits (`HERALD_HTTP_*`, `HERALD_MAX_IMPORT_BYTES`; see `ingress::limits`).
+    pub http: HttpLimits,
+}
+
+/// Limits on the HTTP doors (the webhooks and the API): requests handled at once, the time to
+/// send a request's headers and to be answered, and the largest CSV import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub concurrency: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_import_bytes: usize,
 }
 
 /// Every setting, declared once: a flag and an environment variable each (the variables are how
@@ -562,6 +574,45 @@ pub struct ConfigArgs {
         value_parser = retention
     )]
     retention: Duration,
+    /// Requests the webhooks and the API handle at once (1 to 100000); one more is answered
+    /// 503 with Retry-After at once. Probes and /metrics are not counted.
+    #[arg(
+        long,
+        env = "HERALD_HTTP_CONCURRENCY",
+        global = true,
+        default_value = "1024",
+        value_parser = http_concurrency
+    )]
+    http_concurrency: usize,
+    /// The longest a client may take to send a request's headers (1ms to 5m); slower, the
+    /// connection is closed.
+    #[arg(
+        long,
+        env = "HERALD_HTTP_HEADER_TIMEOUT",
+        global = true,
+        default_value = "10s",
+        value_parser = http_timeout
+    )]
+    http_header_timeout: Duration,
+    /// The longest a webhook or API request may take, reading its body included (1ms to 5m);
+    /// longer is answered 503.
+    #[arg(
+        long,
+        env = "HERALD_HTTP_REQUEST_TIMEOUT",
+        global = true,
+        default_value = "60s",
+        value_parser = http_timeout
+    )]
+    http_request_timeout: Duration,
+    /// Largest CSV body of POST /api/v1/contacts/import in bytes (64 MiB); larger gets 413.
+    #[arg(
+        long,
+        env = "HERALD_MAX_IMPORT_BYTES",
+        global = true,
+        default_value = "67108864",
+        value_parser = whole_usize
+    )]
+    max_import_bytes: usize,
 }
 
 /// `HERALD_LOG_FORMAT`.
@@ -623,6 +674,18 @@ fn dispatch_interval(raw: &str) -> anyhow::Result<Duration> {
 /// `90s`, `10m`, `2h`, `3d`, `500ms`.
 fn duration(raw: &str) -> Result<Duration, String> {
     crate::domain::HumanDuration::parse(raw).map(|d| d.get())
+}
+
+fn http_concurrency(raw: &str) -> anyhow::Result<usize> {
+    match whole_number(raw)? {
+        0 => bail!("must be at least 1"),
+        n => Ok(n.min(100_000) as usize),
+    }
+}
+
+fn http_timeout(raw: &str) -> Result<Duration, String> {
+    let bounds = Duration::from_millis(1)..=Duration::from_secs(300);
+    crate::domain::HumanDuration::parse_within(raw, "timeout", bounds).map(|d| d.get())
 }
 
 fn template_sync_interval(raw: &str) -> Result<Duration, String> {
@@ -741,6 +804,12 @@ impl ConfigArgs {
             calls_sender: self.calls_sender,
             http_allow: self.http_allow.unwrap_or_default(),
             retention: self.retention,
+            http: HttpLimits {
+                concurrency: self.http_concurrency,
+                header_timeout: self.http_header_timeout,
+                request_timeout: self.http_request_timeout,
+                max_import_bytes: self.max_import_bytes,
+            },
         })
     }
 }

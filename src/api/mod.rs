@@ -29,7 +29,7 @@ use aide::{
 use axum::{
     Router,
     body::Bytes,
-    extract::{Request, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -181,11 +181,21 @@ pub fn document_json() -> String {
     text
 }
 
-/// The `/api/v1` router: the operations behind bearer auth, and the OpenAPI document.
+/// The largest body of an API request but a CSV import, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The route whose body is a whole CSV file: its limit is `HERALD_MAX_IMPORT_BYTES`.
+const IMPORT_PATH: &str = "/api/v1/contacts/import";
+
+/// The `/api/v1` router: the operations behind bearer auth (checked before a body is read),
+/// each body within its route's limit, and the OpenAPI document.
 pub fn router(state: ApiState) -> Router {
     let (operations, document) = api();
     let document = Bytes::from(serde_json::to_vec(&document).expect("the document serialises"));
     let protected = operations
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
+        // The limits are limit_body's, not axum's default of 2 MB.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     Router::new()
@@ -203,6 +213,37 @@ pub fn router(state: ApiState) -> Router {
             }),
         )
         .merge(protected)
+}
+
+/// Holds a request's body to its route's limit: [`MAX_BODY_BYTES`], or
+/// `HERALD_MAX_IMPORT_BYTES` for a CSV import; over it, 413.
+async fn limit_body(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let limit = if request.uri().path() == IMPORT_PATH {
+        state.config.http.max_import_bytes
+    } else {
+        MAX_BODY_BYTES
+    };
+    if let Some(refused) = crate::ingress::server::too_large(request.headers(), limit) {
+        return refused;
+    }
+    next.run(crate::ingress::server::limited(request, limit))
+        .await
+}
+
+/// `/healthz`: alive while every consumer started on `bus` still runs; a stopped one (the
+/// matcher's or the workers') takes no more events or jobs, and only a restart brings it back,
+/// so the answer is 503 naming it.
+pub fn healthz(bus: &crate::bus::Bus) -> Response {
+    let stopped = bus.stopped_consumers();
+    if stopped.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    tracing::error!(consumers = ?stopped, "a consumer stopped; answering 503 on /healthz");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "unhealthy", "stopped_consumers": stopped})),
+    )
+        .into_response()
 }
 
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -1,18 +1,27 @@
 //! Bus: RabbitMQ. The only module that imports lapin. Topology is declared here, in one place:
 //! the topic exchange `<prefix>.events`, the matcher's queue bound to every event, and the
-//! durable jobs queue that workers consume with manual acks.
+//! durable jobs queue that workers consume with manual acks. A handler that panics loses its
+//! delivery to the broker (requeued once, then rejected), never its consumer; each consumer
+//! reports whether it still runs ([`Bus::stopped_consumers`], for `/healthz`).
 
 pub mod outbox;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -98,6 +107,24 @@ pub struct Bus {
     link: Arc<Mutex<Option<Link>>>,
     /// Where published outbox row ids go to be deleted in batches (see `outbox::run_deleter`).
     pub(crate) published: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<i64>>>,
+    /// The consumers started on this bus, and whether each still runs.
+    consumers: Arc<std::sync::Mutex<Vec<Arc<Consumer>>>>,
+}
+
+/// One [`consume_loop`], as `/healthz` sees it.
+struct Consumer {
+    role: String,
+    running: AtomicBool,
+}
+
+/// Held by a running [`consume_loop`]: however the loop ends (returns, panics, or its task is
+/// aborted), dropping it marks the consumer stopped.
+struct Running(Arc<Consumer>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -130,7 +157,32 @@ impl Bus {
             queue_expires_ms: config.amqp_queue_expires_ms,
             link: Arc::new(Mutex::new(None)),
             published: Arc::new(std::sync::OnceLock::new()),
+            consumers: Arc::default(),
         }
+    }
+
+    fn register_consumer(&self, role: &str) -> Running {
+        let consumer = Arc::new(Consumer {
+            role: role.to_string(),
+            running: AtomicBool::new(true),
+        });
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(consumer.clone());
+        Running(consumer)
+    }
+
+    /// The roles of the consumers started on this bus that no longer run (a stopped consumer
+    /// takes no more events or jobs: the process needs a restart). Empty when all run.
+    pub fn stopped_consumers(&self) -> Vec<String> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|c| !c.running.load(Ordering::Acquire))
+            .map(|c| c.role.clone())
+            .collect()
     }
 
     pub fn names(&self) -> &Names {
@@ -369,9 +421,77 @@ impl Bus {
     }
 }
 
+/// What happens to a delivery whose handler panicked: given back once (the panic may have been
+/// a passing state), rejected when it was given back already (it would panic forever). A
+/// rejected message is dropped by the broker, or dead-lettered where a policy sets a
+/// dead-letter exchange; the log keeps its start.
+async fn after_panic(
+    role: &str,
+    acker: lapin::Acker,
+    redelivered: bool,
+    (body_bytes, start): (usize, Vec<u8>),
+    panic: Box<dyn std::any::Any + Send>,
+) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    let outcome = if redelivered { "rejected" } else { "requeued" };
+    metrics::counter!("herald_consumer_panics_total", "role" => role.to_string(), "outcome" => outcome)
+        .increment(1);
+    let start = String::from_utf8_lossy(&start).into_owned();
+    tracing::error!(
+        role,
+        panic = %message,
+        outcome,
+        body_bytes,
+        body_start = %start,
+        "a handler panicked; the consumer goes on"
+    );
+    let given_back = if redelivered {
+        acker.reject(BasicRejectOptions { requeue: false }).await
+    } else {
+        // As after a handler's error: a moment before the message comes back.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+    };
+    if let Err(e) = given_back {
+        tracing::warn!(role, error = %e, "could not give back the delivery of a panicked handler");
+    }
+}
+
+/// Runs `handler` on `delivery`, catching a panic (of the call or of its future) so that it
+/// ends only this delivery's handling, never the consumer.
+async fn handle_catching<F, Fut>(role: &str, handler: &F, delivery: Delivery)
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // Kept to settle the delivery if the handler panics (an acker is used once: after the
+    // handler's own ack or nack, settling again does nothing).
+    let acker = delivery.inner.acker.clone();
+    let redelivered = delivery.redelivered();
+    // The start of the body, for the log (most bodies are shorter: the copy is all of it).
+    let body = delivery.body();
+    let body = (body.len(), body[..body.len().min(512)].to_vec());
+    let handled = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(delivery))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    if let Err(panic) = handled {
+        after_panic(role, acker, redelivered, body, panic).await;
+    }
+}
+
 /// Consumes `queue` until shutdown, handling up to `prefetch` deliveries at once, and
 /// reconnecting when the broker goes away. On shutdown it stops taking deliveries and
-/// finishes those it holds.
+/// finishes those it holds. A handler's panic is caught (see [`after_panic`]).
 pub async fn consume_loop<F, Fut>(
     bus: &Bus,
     queue: &str,
@@ -383,6 +503,7 @@ pub async fn consume_loop<F, Fut>(
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let _running = bus.register_consumer(role);
     let tag = format!("{role}-{}", uuid::Uuid::now_v7().simple());
     let mut waits = backon::BackoffBuilder::build(crate::failure::backoff::reconnect());
     while !shutdown.is_cancelled() {
@@ -403,7 +524,9 @@ pub async fn consume_loop<F, Fut>(
                     .filter_map(|d| std::future::ready(d.ok()))
                     // Boxed once here rather than moved whole into the set of futures in flight
                     // (a handler's state runs to kilobytes).
-                    .for_each_concurrent(prefetch as usize, |d| Box::pin(handler(d)))
+                    .for_each_concurrent(prefetch as usize, |d| {
+                        Box::pin(handle_catching(role, &handler, d))
+                    })
                     .await;
                 if !shutdown.is_cancelled() {
                     tracing::warn!(role, "lost the broker; reconnecting");

@@ -1,5 +1,7 @@
 //! Text with variables (`Hello {{ trigger.contact_name }}`), checked when the workflow loads and
 //! rendered with strict undefined: a missing variable is an error, never an empty string.
+//! Rendering has a budget ([`FUEL`] engine steps, [`MAX_OUTPUT`] bytes): a loop that would run
+//! for hours or write gigabytes is a render error, not a stuck worker.
 
 use std::{collections::BTreeSet, fmt, sync::LazyLock};
 
@@ -7,9 +9,24 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+/// The engine steps one rendering may take (minijinja's fuel: about one per instruction). A
+/// text of a workflow with a loop over a few thousand items stays far below it; a loop of a
+/// hundred million iterations stops after a few milliseconds.
+pub const FUEL: u64 = 500_000;
+
+/// The most bytes one rendering may write (a message body, a URL, an HTTP request's body).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// An engine with the settings every text shares: strict undefined and the budget.
+fn engine() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = engine();
     // Outside a URL a value is written as it is: `raw_url` changes nothing.
     env.add_filter("raw_url", |value: Value| value);
     env
@@ -18,8 +35,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 /// The engine for URLs ([`Text::render_url`]): every value is percent-encoded as a URL
 /// component, except one marked `| raw_url` (or `| safe`).
 static URL_ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut env = engine();
     env.add_filter("raw_url", |value: Value| {
         if value.is_safe() {
             value
@@ -234,8 +250,28 @@ impl Text {
             Escape::None => &*ENV,
             Escape::UrlComponent => &*URL_ENV,
         };
-        env.render_str(&self.source, minijinja::value::Serde(data))
+        let mut out = Bounded::default();
+        env.template_from_str(&self.source)
+            .and_then(|template| {
+                template.render_captured_to(minijinja::value::Serde(data), &mut out)
+            })
             .map_err(|e| {
+                let budget = match e.kind() {
+                    minijinja::ErrorKind::OutOfFuel => Some(format!(
+                        "it takes more than {FUEL} steps to render (a loop too long?)"
+                    )),
+                    _ if out.over => Some(format!(
+                        "it writes more than {} KiB (a loop too long?)",
+                        MAX_OUTPUT / 1024
+                    )),
+                    _ => None,
+                };
+                if let Some(reason) = budget {
+                    return RenderError::Other {
+                        text: self.source.clone(),
+                        reason,
+                    };
+                }
                 if e.kind() == minijinja::ErrorKind::UndefinedError
                     && let Some(missing) = self
                         .parsed
@@ -249,7 +285,33 @@ impl Text {
                     text: self.source.clone(),
                     reason: e.to_string(),
                 }
-            })
+            })?;
+        String::from_utf8(out.bytes).map_err(|e| RenderError::Other {
+            text: self.source.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Where the engine writes: refuses to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct Bounded {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.over = true;
+            return Err(std::io::Error::other("rendered text too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -420,6 +482,41 @@ mod tests {
         // Outside a URL, raw_url changes nothing.
         let text = Text::parse("{{ trigger.text | raw_url }}").unwrap();
         assert_eq!(text.render(&data).unwrap(), "a b/../c?x=1&y=2#z%");
+    }
+
+    #[test]
+    fn a_template_that_loops_too_long_is_a_render_error_not_a_hang() {
+        let data = json!({"trigger": {"text": "x"}});
+        let started = std::time::Instant::now();
+        for (source, says) in [
+            (
+                "{% for i in range(100000000) %}x{% endfor %}",
+                "too many elements",
+            ),
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                "steps to render",
+            ),
+            (
+                "{% for i in range(100000) %}{{ trigger.text * 10000 }}{% endfor %}",
+                "KiB",
+            ),
+        ] {
+            let text = Text::parse(source).unwrap();
+            for rendered in [text.render(&data), text.render_url(&data)] {
+                let err = rendered.unwrap_err().to_string();
+                assert!(err.starts_with("could not render"), "{source}: {err}");
+                assert!(err.contains(says), "{source}: {err}");
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the budget took {:?} to stop them",
+            started.elapsed()
+        );
+        // A loop of an ordinary size renders.
+        let text = Text::parse("{% for i in range(5000) %}{{ trigger.text }}{% endfor %}").unwrap();
+        assert_eq!(text.render(&data).unwrap().len(), 5000);
     }
 
     #[test]

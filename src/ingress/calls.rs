@@ -5,8 +5,9 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -224,33 +225,70 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {
     )
 }
 
-pub async fn receive(
-    State(state): State<IngressState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match authenticate(&state.config, &headers, &body) {
-        Ok(()) => {}
-        Err(Refused::NotConfigured) => {
+/// The 401 of a refused call webhook, logged.
+fn refused(refusal: Refused, headers: &HeaderMap) -> Response {
+    match refusal {
+        Refused::NotConfigured => {
             tracing::warn!("call webhook refused: no HERALD_CALLS_TOKEN or HERALD_CALLS_SECRET");
-            return answer(
+            answer(
                 StatusCode::UNAUTHORIZED,
                 "not_configured",
                 json!({"error": "not_configured", "message": "The call webhook is not configured: set HERALD_CALLS_TOKEN or HERALD_CALLS_SECRET"}),
-            );
+            )
         }
-        Err(Refused::BadCredentials) => {
+        Refused::BadCredentials => {
             tracing::warn!(
                 bearer = headers.contains_key(header::AUTHORIZATION),
                 signature = headers.contains_key(SIGNATURE_HEADER),
                 "call webhook token or signature missing or wrong"
             );
-            return answer(
+            answer(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 json!({"error": "unauthorized", "message": "Authorization: Bearer <HERALD_CALLS_TOKEN> or X-Herald-Signature-256 is missing or does not match"}),
-            );
+            )
         }
+    }
+}
+
+/// What the headers alone decide: `Ok` when the bearer token matches or a signature is there
+/// to check against the body (then [`authenticate`] decides, once the body is read).
+fn authenticate_headers(config: &Config, headers: &HeaderMap) -> Result<(), Refused> {
+    match authenticate(config, headers, &[]) {
+        Err(Refused::BadCredentials)
+            if config.calls_secret.is_some() && headers.contains_key(SIGNATURE_HEADER) =>
+        {
+            Ok(())
+        }
+        decided => decided,
+    }
+}
+
+/// In front of [`receive`]: a call that the headers cannot authenticate is refused with 401
+/// before its body is read; one announcing a body over the limit gets 413, unread too.
+pub async fn authenticated_only(
+    State(state): State<IngressState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(refusal) = authenticate_headers(&state.config, request.headers()) {
+        return refused(refusal, request.headers());
+    }
+    if let Some(too_large) =
+        super::server::too_large(request.headers(), state.config.max_body_bytes)
+    {
+        return too_large;
+    }
+    next.run(request).await
+}
+
+pub async fn receive(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refusal) = authenticate(&state.config, &headers, &body) {
+        return refused(refusal, &headers);
     }
     let call = match CallEnded::parse(&body) {
         Ok(call) => call,

@@ -5,6 +5,7 @@
 pub mod calls;
 pub mod payload;
 pub mod quarantine;
+pub mod server;
 pub mod signature;
 pub mod simulate;
 pub mod store;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
+    handler::Handler,
+    middleware,
     routing::{get, post},
 };
 use sqlx::PgPool;
@@ -30,14 +33,19 @@ pub struct IngressState {
     pub config: Arc<Config>,
 }
 
+/// The webhook routes. Each POST is refused before its body is read when it lacks the headers
+/// that authenticate it (401) or announces a body over `HERALD_MAX_BODY_BYTES` (413); a body
+/// that turns out longer while it is read gets 413 too.
 pub fn router(state: IngressState) -> Router {
     let limit = state.config.max_body_bytes;
+    let signed = middleware::from_fn_with_state(state.clone(), whatsapp::signed_only);
+    let authenticated = middleware::from_fn_with_state(state.clone(), calls::authenticated_only);
     Router::new()
         .route(
             "/webhooks/whatsapp",
-            get(whatsapp::verify).post(whatsapp::receive),
+            get(whatsapp::verify).post(whatsapp::receive.layer(signed)),
         )
-        .route("/webhooks/calls", post(calls::receive))
+        .route("/webhooks/calls", post(calls::receive.layer(authenticated)))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

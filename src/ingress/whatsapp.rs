@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::{Query, Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -66,6 +67,42 @@ async fn refused_data(state: &IngressState, body: &[u8], error: &sqlx::Error) ->
     }
 }
 
+fn bad_signature() -> Response {
+    answer(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        json!({"error": "bad_signature", "message": "X-Hub-Signature-256 is missing or does not match the body"}),
+    )
+}
+
+/// In front of [`receive`]: a POST without a well-formed `X-Hub-Signature-256` (or to a
+/// process with no app secret) can never be verified, so it is refused with 401 before its
+/// body is read; one announcing a body over the limit gets 413, unread too.
+pub async fn signed_only(
+    State(state): State<IngressState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let well_formed = request
+        .headers()
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("sha256="))
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !well_formed || state.config.app_secret.is_none() {
+        tracing::warn!(
+            present = request.headers().contains_key("x-hub-signature-256"),
+            "webhook signature missing or malformed; refused before reading the body"
+        );
+        return bad_signature();
+    }
+    if let Some(refused) = super::server::too_large(request.headers(), state.config.max_body_bytes)
+    {
+        return refused;
+    }
+    next.run(request).await
+}
+
 pub async fn receive(
     State(state): State<IngressState>,
     headers: HeaderMap,
@@ -84,11 +121,7 @@ pub async fn receive(
             present = sig.is_some(),
             "webhook signature missing or wrong"
         );
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            json!({"error": "bad_signature", "message": "X-Hub-Signature-256 is missing or does not match the body"}),
-        );
+        return bad_signature();
     }
     let parsed = match payload::parse(&body) {
         Ok(p) => p,

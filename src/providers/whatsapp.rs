@@ -157,8 +157,22 @@ pub fn request_body(to: &PhoneNumber, message: &Message) -> Value {
 /// What the provider answered for an accepted message.
 #[derive(Clone, Debug)]
 pub struct Receipt {
+    /// Meta's message id; [`UNKNOWN_WAMID`] then a unique suffix when Meta accepted the message
+    /// (a 2xx) but its answer could not be read or named no id.
     pub wamid: String,
     pub provider: &'static str,
+}
+
+/// How the wamid of a message Meta accepted without naming its id begins (`unknown.<uuid>`):
+/// unique, so that each such send keeps its own outbound row, and never a real wamid
+/// (those begin `wamid.`), so that no status webhook ever matches it.
+pub const UNKNOWN_WAMID: &str = "unknown.";
+
+impl Receipt {
+    /// Whether Meta named the message's id.
+    pub fn wamid_known(&self) -> bool {
+        !self.wamid.starts_with(UNKNOWN_WAMID)
+    }
 }
 
 /// A failed send, classified.
@@ -268,23 +282,11 @@ impl GraphClient {
             })?;
         let status = response.status();
         let retry_after = super::retry_after(response.headers());
-        let bytes = response.bytes().await.unwrap_or_default();
+        let read = response.bytes().await;
         if status.is_success() {
-            let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return match parsed["messages"][0]["id"].as_str() {
-                Some(id) => Ok(Receipt {
-                    wamid: id.to_string(),
-                    provider: "whatsapp",
-                }),
-                None => Err(SendError {
-                    class: ErrorClass::ProviderError,
-                    code: None,
-                    http_status: Some(status.as_u16()),
-                    message: "Graph API answered without a message id".into(),
-                    retry_after,
-                }),
-            };
+            return Ok(accepted(status, read));
         }
+        let bytes = read.unwrap_or_default();
         let (code, message) = parse_error_body(&bytes);
         Err(SendError {
             class: classify(code, status.as_u16()),
@@ -293,6 +295,40 @@ impl GraphClient {
             message: message.unwrap_or_else(|| format!("Graph API answered HTTP {status}")),
             retry_after,
         })
+    }
+}
+
+/// The receipt of a send Meta answered with a 2xx. A 2xx means the message was accepted and
+/// will be delivered: even when the answer cannot be read or names no id, the send happened,
+/// and retrying it would send the message twice. It is recorded as sent with an unknown wamid.
+fn accepted(status: reqwest::StatusCode, read: Result<bytes::Bytes, reqwest::Error>) -> Receipt {
+    let problem = match &read {
+        Err(e) => format!("its body could not be read: {}", without_url(e)),
+        Ok(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Err(e) => format!("its body is not JSON: {e}"),
+            Ok(parsed) => match parsed["messages"][0]["id"].as_str() {
+                Some(id) if !id.is_empty() => {
+                    return Receipt {
+                        wamid: id.to_string(),
+                        provider: "whatsapp",
+                    };
+                }
+                _ => "it names no message id".to_string(),
+            },
+        },
+    };
+    let wamid = format!("{UNKNOWN_WAMID}{}", uuid::Uuid::now_v7().simple());
+    metrics::counter!("herald_whatsapp_sent_unknown_total").increment(1);
+    tracing::warn!(
+        http_status = status.as_u16(),
+        problem,
+        wamid,
+        "Graph API accepted the message but its answer is unreadable; recorded as sent with an \
+         unknown wamid (not retried: that would send it twice)"
+    );
+    Receipt {
+        wamid,
+        provider: "whatsapp",
     }
 }
 
