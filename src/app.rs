@@ -189,6 +189,17 @@ pub async fn start(
             config.timer_interval.max(Duration::from_millis(250)),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::runs::sweeper::run(
+            bus.clone(),
+            pool.clone(),
+            config.stranded_after,
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::bus::reinject_loop(
+            bus.clone(),
+            config.reinject_after,
+            shutdown.clone(),
+        ));
         tasks.spawn(crate::schedules::retention::run(
             pool.clone(),
             config.retention,
@@ -249,6 +260,7 @@ pub async fn start(
                 wait: crate::domain::HumanDuration::from(config.retry_wait),
             },
             lease: slowest + config.pacing_max_wait + Duration::from_secs(5),
+            stranded_after: config.stranded_after,
             senders: senders.clone(),
             facts: crate::templates::Facts::new(pool.clone()),
         };

@@ -136,6 +136,12 @@ pub struct Config {
     /// History older than this is deleted by the scheduler (`HERALD_RETENTION`, default 90d, at
     /// least 7d: the dedup of Meta's redeliveries needs the events of the last 7 days).
     pub retention: Duration,
+    /// A run queued or running that nothing moved for this long, with no job, timer or outbox
+    /// row, is given its job again (`HERALD_STRANDED_AFTER`); a later run of its contact stops
+    /// waiting for it after this long too.
+    pub stranded_after: Duration,
+    /// How long a dead-lettered message waits before it is put back (`HERALD_REINJECT_AFTER`).
+    pub reinject_after: Duration,
     /// The HTTP doors' limits (`HERALD_HTTP_*`, `HERALD_MAX_IMPORT_BYTES`; see `ingress::limits`).
     pub http: HttpLimits,
 }
@@ -574,6 +580,27 @@ pub struct ConfigArgs {
         value_parser = retention
     )]
     retention: Duration,
+    /// A run queued or running that nothing moved for this long, with no job, timer or outbox
+    /// row waiting, is given its job again by the scheduler; a later run of the same contact
+    /// waits at most this long behind it (1s to 1d).
+    #[arg(
+        long,
+        env = "HERALD_STRANDED_AFTER",
+        global = true,
+        default_value = "10m",
+        value_parser = stranded_after
+    )]
+    stranded_after: Duration,
+    /// How long a message the matcher or a worker gave up on (dead-lettered) waits before the
+    /// scheduler puts it back on its queue (1s to 1h); after 5 times it is parked.
+    #[arg(
+        long,
+        env = "HERALD_REINJECT_AFTER",
+        global = true,
+        default_value = "30s",
+        value_parser = reinject_after
+    )]
+    reinject_after: Duration,
     /// Requests the webhooks and the API handle at once (1 to 100000); one more is answered
     /// 503 with Retry-After at once. Probes and /metrics are not counted.
     #[arg(
@@ -686,6 +713,16 @@ fn http_concurrency(raw: &str) -> anyhow::Result<usize> {
 fn http_timeout(raw: &str) -> Result<Duration, String> {
     let bounds = Duration::from_millis(1)..=Duration::from_secs(300);
     crate::domain::HumanDuration::parse_within(raw, "timeout", bounds).map(|d| d.get())
+}
+
+fn stranded_after(raw: &str) -> Result<Duration, String> {
+    let bounds = Duration::from_secs(1)..=Duration::from_secs(86_400);
+    crate::domain::HumanDuration::parse_within(raw, "stranded-after", bounds).map(|d| d.get())
+}
+
+fn reinject_after(raw: &str) -> Result<Duration, String> {
+    let bounds = Duration::from_secs(1)..=Duration::from_secs(3_600);
+    crate::domain::HumanDuration::parse_within(raw, "reinject-after", bounds).map(|d| d.get())
 }
 
 fn template_sync_interval(raw: &str) -> Result<Duration, String> {
@@ -804,6 +841,8 @@ impl ConfigArgs {
             calls_sender: self.calls_sender,
             http_allow: self.http_allow.unwrap_or_default(),
             retention: self.retention,
+            stranded_after: self.stranded_after,
+            reinject_after: self.reinject_after,
             http: HttpLimits {
                 concurrency: self.http_concurrency,
                 header_timeout: self.http_header_timeout,

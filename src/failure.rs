@@ -304,6 +304,22 @@ pub mod backoff {
     /// Waits between attempts to reach RabbitMQ or PostgreSQL again: 200 ms doubling to 2 s,
     /// each with jitter (up to as much again), for ever (a role waits for its broker and database; the caller stops on
     /// shutdown or when its own patience runs out).
+    /// Waits between tries of a delivery whose work failed (PostgreSQL away, most often),
+    /// held rather than given back to the queue: 500 ms doubling to 5 s, with jitter, for
+    /// ever (the holder stops after its own patience, [`HOLD_PATIENCE`]).
+    pub fn held() -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+    }
+
+    /// How long the matcher and the workers hold a delivery whose work keeps failing before
+    /// they dead-letter it (it is put back after `HERALD_REINJECT_AFTER`): no tight requeue
+    /// loop, and no delivery held for ever.
+    pub const HOLD_PATIENCE: Duration = Duration::from_secs(60);
+
     pub fn reconnect() -> ExponentialBuilder {
         ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(200))

@@ -1,6 +1,9 @@
 //! Bus: RabbitMQ. The only module that imports lapin. Topology is declared here, in one place:
 //! the topic exchange `<prefix>.events`, the matcher's queue bound to every event, and the
-//! durable jobs queue that workers consume with manual acks. A handler that panics loses its
+//! durable jobs queue that workers consume with manual acks. Both queues dead-letter to
+//! `<prefix>.dead` (a message rejected, or one a quorum queue gave up on after its delivery
+//! limit), from where [`reinject_loop`] puts it back after a pause; one that keeps coming back
+//! is parked in `<prefix>.parked` for an operator. A handler that panics loses its
 //! delivery to the broker (requeued once, then rejected), never its consumer; each consumer
 //! reports whether it still runs ([`Bus::stopped_consumers`], for `/healthz`).
 
@@ -46,6 +49,11 @@ pub struct Names {
     pub events_exchange: String,
     pub matcher_queue: String,
     pub jobs_queue: String,
+    /// The dead-letter exchange (fanout) of the matcher and jobs queues, and its queue.
+    pub dead_exchange: String,
+    pub dead_queue: String,
+    /// Where a message that was dead-lettered [`MAX_DEATHS`] times waits for an operator.
+    pub parked_queue: String,
 }
 
 impl Names {
@@ -54,8 +62,23 @@ impl Names {
             events_exchange: format!("{prefix}.events"),
             matcher_queue: format!("{prefix}.matcher"),
             jobs_queue: format!("{prefix}.jobs"),
+            dead_exchange: format!("{prefix}.dead"),
+            dead_queue: format!("{prefix}.dead"),
+            parked_queue: format!("{prefix}.parked"),
         }
     }
+}
+
+/// How often a message may be dead-lettered and put back before it is parked.
+pub const MAX_DEATHS: i64 = 5;
+
+/// What the broker says of a dead-lettered message: the queue it came from the last time,
+/// how often it was dead-lettered in all, and when last (seconds since the epoch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Death {
+    pub queue: String,
+    pub count: i64,
+    pub at: u64,
 }
 
 /// A message taken from a queue; ack it when its work is recorded.
@@ -80,6 +103,48 @@ impl Delivery {
             self.inner.ack(BasicAckOptions::default()),
         )
         .await
+    }
+    /// Rejects the message without requeueing it: the broker dead-letters it to
+    /// `<prefix>.dead`, from where [`reinject_loop`] puts it back later.
+    pub async fn reject(&self) -> Result<(), BusError> {
+        let reject = self.inner.reject(BasicRejectOptions { requeue: false });
+        bounded(ACK_TIMEOUT, "reject", reject).await
+    }
+    /// The routing key the message was published with.
+    pub fn routing_key(&self) -> &str {
+        self.inner.routing_key.as_str()
+    }
+    /// Where a dead-lettered message came from, from its `x-death` header (the broker puts the
+    /// latest death first); `None` for a message that never was dead-lettered.
+    pub fn death(&self) -> Option<Death> {
+        let headers = self.inner.properties.headers().as_ref()?;
+        let deaths = headers.inner().get("x-death")?.as_array()?;
+        let mut last: Option<Death> = None;
+        let mut count = 0;
+        for death in deaths.as_slice() {
+            let Some(table) = death.as_field_table() else {
+                continue;
+            };
+            let table = table.inner();
+            count += table
+                .get("count")
+                .and_then(AMQPValue::as_long_long_int)
+                .unwrap_or(1);
+            if last.is_none() {
+                last = table
+                    .get("queue")
+                    .and_then(AMQPValue::as_long_string)
+                    .map(|q| Death {
+                        queue: String::from_utf8_lossy(q.as_bytes()).into_owned(),
+                        count: 0,
+                        at: table
+                            .get("time")
+                            .and_then(AMQPValue::as_timestamp)
+                            .unwrap_or_default(),
+                    });
+            }
+        }
+        last.map(|d| Death { count, ..d })
     }
     /// Gives the message back to the queue for another consumer (bounded like [`Self::ack`]).
     pub async fn requeue(&self) -> Result<(), BusError> {
@@ -204,7 +269,9 @@ impl Bus {
             .await
             .map_err(unreachable)?;
         let publisher = connection.create_channel().await.map_err(unreachable)?;
-        self.declare(&publisher).await.map_err(unreachable)?;
+        self.declare(&connection, &publisher)
+            .await
+            .map_err(unreachable)?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -215,7 +282,60 @@ impl Bus {
         })
     }
 
-    async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares a queue that dead-letters to `<prefix>.dead`, on a channel of its own: a queue
+    /// declared by an earlier version without the dead-letter arguments refuses the new ones
+    /// (PRECONDITION_FAILED closes the channel), and is then used as it is, with a warning.
+    async fn declare_dead_lettered(
+        &self,
+        connection: &Connection,
+        queue: &str,
+    ) -> Result<(), lapin::Error> {
+        let mut args = self.queue_arguments();
+        args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(LongString::from(self.names.dead_exchange.as_str())),
+        );
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let channel = connection.create_channel().await?;
+        match channel.queue_declare(queue.into(), options, args).await {
+            Ok(_) => {
+                let _ = channel.close(200, "declared".into()).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    queue, error = %e,
+                    "the queue exists without a dead-letter exchange (declared by an earlier \
+                     version); using it as it is: set one with a policy \
+                     (rabbitmqctl set_policy herald-dead '^{queue}$' \
+                     '{{\"dead-letter-exchange\":\"{dead}\"}}' --apply-to queues)",
+                    dead = self.names.dead_exchange
+                );
+                let channel = connection.create_channel().await?;
+                channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                let _ = channel.close(200, "declared".into()).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn declare(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+    ) -> Result<(), lapin::Error> {
         channel
             .exchange_declare(
                 self.names.events_exchange.as_str().into(),
@@ -227,7 +347,18 @@ impl Bus {
                 FieldTable::default(),
             )
             .await?;
-        for queue in [&self.names.matcher_queue, &self.names.jobs_queue] {
+        channel
+            .exchange_declare(
+                self.names.dead_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for queue in [&self.names.dead_queue, &self.names.parked_queue] {
             channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -238,6 +369,18 @@ impl Bus {
                     self.queue_arguments(),
                 )
                 .await?;
+        }
+        channel
+            .queue_bind(
+                self.names.dead_queue.as_str().into(),
+                self.names.dead_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        for queue in [&self.names.matcher_queue, &self.names.jobs_queue] {
+            self.declare_dead_lettered(connection, queue).await?;
         }
         channel
             .queue_bind(
@@ -304,14 +447,44 @@ impl Bus {
         routing_key: &str,
         body: &[u8],
     ) -> Result<(), BusError> {
-        let (_, channel) = self.connection().await?;
-        let (exchange, key) = match destination {
+        let (exchange, key) = self.address(destination, routing_key);
+        self.publish_at(exchange, key, body, None).await
+    }
+
+    /// Where a message for `destination` goes: an exchange and a routing key.
+    fn address<'a>(&'a self, destination: Destination, routing_key: &'a str) -> (&'a str, &'a str) {
+        match destination {
             Destination::Events => (self.names.events_exchange.as_str(), routing_key),
             Destination::Jobs => ("", self.names.jobs_queue.as_str()),
+        }
+    }
+
+    /// Publishes a dead-lettered message again with its headers (its `x-death` count goes on):
+    /// to `destination`, or straight to `queue` (parking it).
+    async fn republish(&self, to: Republish<'_>, delivery: &Delivery) -> Result<(), BusError> {
+        let (exchange, key) = match to {
+            Republish::To(destination) => self.address(destination, delivery.routing_key()),
+            Republish::Queue(queue) => ("", queue),
         };
-        let properties = BasicProperties::default()
+        let headers = delivery.inner.properties.headers().clone();
+        self.publish_at(exchange, key, delivery.body(), headers)
+            .await
+    }
+
+    async fn publish_at(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        headers: Option<FieldTable>,
+    ) -> Result<(), BusError> {
+        let (_, channel) = self.connection().await?;
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
+        if let Some(headers) = headers {
+            properties = properties.with_headers(headers);
+        }
         let confirm = channel
             .basic_publish(
                 exchange.into(),
@@ -392,17 +565,21 @@ impl Bus {
             .create_channel()
             .await
             .map_err(|e| BusError::Unreachable(e.to_string()))?;
-        for q in [&self.names.matcher_queue, &self.names.jobs_queue] {
+        for q in [
+            &self.names.matcher_queue,
+            &self.names.jobs_queue,
+            &self.names.dead_queue,
+            &self.names.parked_queue,
+        ] {
             let _ = channel
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        let _ = channel
-            .exchange_delete(
-                self.names.events_exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+        for x in [&self.names.events_exchange, &self.names.dead_exchange] {
+            let _ = channel
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
         let _ = channel.close(200, "topology deleted".into()).await;
         Ok(())
     }
@@ -423,8 +600,8 @@ impl Bus {
 
 /// What happens to a delivery whose handler panicked: given back once (the panic may have been
 /// a passing state), rejected when it was given back already (it would panic forever). A
-/// rejected message is dropped by the broker, or dead-lettered where a policy sets a
-/// dead-letter exchange; the log keeps its start.
+/// rejected message is dead-lettered to `<prefix>.dead` (see [`reinject_loop`]); the log keeps
+/// its start.
 async fn after_panic(
     role: &str,
     acker: lapin::Acker,
@@ -541,4 +718,65 @@ pub async fn consume_loop<F, Fut>(
         }
     }
     tracing::info!(role, "stopped consuming");
+}
+
+/// Where [`Bus::republish`] puts a message.
+enum Republish<'a> {
+    To(Destination),
+    Queue(&'a str),
+}
+
+/// Puts dead-lettered messages back where they came from, each once `after` has passed since
+/// it was dead-lettered: a job onto the jobs queue, an event onto the events exchange with its
+/// routing key. One dead-lettered [`MAX_DEATHS`] times is parked in `<prefix>.parked` instead,
+/// with an error in the log. Runs in the scheduler role until shutdown.
+pub async fn reinject_loop(bus: Bus, after: Duration, shutdown: CancellationToken) {
+    let queue = bus.names().dead_queue.clone();
+    let bus = &bus;
+    consume_loop(bus, &queue, 100, "reinjector", shutdown.clone(), |d| {
+        let shutdown = shutdown.clone();
+        async move {
+            let death = d.death().unwrap_or_default();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let due = Duration::from_secs(death.at).saturating_add(after);
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = d.requeue().await;
+                    return;
+                }
+                _ = tokio::time::sleep(due.saturating_sub(now).min(after)) => {}
+            }
+            let (from, deaths) = (death.queue, death.count);
+            let names = bus.names();
+            let to = if deaths >= MAX_DEATHS {
+                tracing::error!(
+                    from,
+                    deaths,
+                    parked = names.parked_queue,
+                    "a message was dead-lettered again and again; parked for an operator"
+                );
+                metrics::counter!("herald_messages_parked_total").increment(1);
+                Republish::Queue(&names.parked_queue)
+            } else if from == names.jobs_queue {
+                Republish::To(Destination::Jobs)
+            } else {
+                Republish::To(Destination::Events)
+            };
+            let put_back = bus.republish(to, &d).await;
+            match put_back {
+                Ok(()) => {
+                    metrics::counter!("herald_messages_reinjected_total").increment(1);
+                    tracing::warn!(from, deaths, "dead-lettered message put back");
+                    let _ = d.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not put a dead-lettered message back");
+                    let _ = d.requeue().await;
+                }
+            }
+        }
+    })
+    .await;
 }

@@ -273,22 +273,35 @@ async fn handle_delivery(
             return;
         }
     };
-    let result = async {
-        let rows = handle_event(pool, create_runs, workflows, &event).await?;
-        outbox::flush(bus, pool, &rows)
-            .await
-            .context("publish jobs")?;
-        anyhow::Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            let _ = delivery.ack().await;
+    let since = std::time::Instant::now();
+    let mut waits = backon::BackoffBuilder::build(crate::failure::backoff::held());
+    loop {
+        let result = async {
+            let rows = handle_event(pool, create_runs, workflows, &event).await?;
+            outbox::flush(bus, pool, &rows)
+                .await
+                .context("publish jobs")?;
+            anyhow::Ok(())
         }
-        Err(e) => {
-            tracing::warn!(event_id = %event.id, error = format!("{e:#}"), "matching failed; event goes back to the queue");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let _ = delivery.requeue().await;
+        .await;
+        match result {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+                return;
+            }
+            // Held, not requeued (a quorum queue drops a message after 20 redeliveries):
+            // tried again after a pause, and dead-lettered when it keeps failing, to be put
+            // back later.
+            Err(e) if since.elapsed() >= crate::failure::backoff::HOLD_PATIENCE => {
+                tracing::warn!(event_id = %event.id, error = format!("{e:#}"), "matching kept failing; event dead-lettered, to be put back later");
+                let _ = delivery.reject().await;
+                return;
+            }
+            Err(e) => {
+                let wait = waits.next().unwrap_or(std::time::Duration::from_secs(15));
+                tracing::warn!(event_id = %event.id, error = format!("{e:#}"), retry_in = ?wait, "matching failed; holding the event and trying again");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }

@@ -134,6 +134,7 @@ pub(crate) async fn finish_run(
 }
 
 pub mod dead_letters;
+pub mod sweeper;
 pub mod timers;
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct Services {
     /// How long a recorded intent protects a step from being taken over by another worker:
     /// longer than any provider call can take.
     pub lease: Duration,
+    /// A later run of a contact waits at most this long behind an earlier one that nothing
+    /// moved (`HERALD_STRANDED_AFTER`): such a run is swept, not waited for.
+    pub stranded_after: Duration,
     /// The one send path of the send steps: sender status and pacing, then `whatsapp`.
     pub senders: crate::senders::Senders,
     /// The template catalog's entry and the recipient's opt-out, read at send time.

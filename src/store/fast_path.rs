@@ -28,9 +28,21 @@ pub struct Statements {
 }
 
 impl Statements {
-    pub fn new(pool: &sqlx::PgPool, lease: std::time::Duration) -> Self {
+    /// `stranded_after`: an earlier run of the contact that nothing moved for this long holds
+    /// no later one back (the scheduler's sweep gives it its job again).
+    pub fn new(
+        pool: &sqlx::PgPool,
+        lease: std::time::Duration,
+        stranded_after: std::time::Duration,
+    ) -> Self {
         Statements {
-            read: Batched::new("worker.read", pool.clone(), Read),
+            read: Batched::new(
+                "worker.read",
+                pool.clone(),
+                Read {
+                    stranded_secs: stranded_after.as_secs_f64(),
+                },
+            ),
             intent: Batched::new(
                 "worker.intent",
                 pool.clone(),
@@ -90,7 +102,9 @@ fn by_ord<T>(n: usize, rows: Vec<(i64, T)>) -> Vec<Option<T>> {
 }
 
 #[derive(Clone)]
-struct Read;
+struct Read {
+    stranded_secs: f64,
+}
 
 impl Statement for Read {
     type Input = Job;
@@ -106,6 +120,7 @@ impl Statement for Read {
                       SELECT 1 FROM runs o JOIN events oe ON oe.id = o.event_id
                       WHERE o.customer_id = r.customer_id AND o.finished_at IS NULL
                         AND o.status IN ('queued', 'running')
+                        AND o.updated_at > now() - make_interval(secs => $3)
                         AND o.id <> r.id AND (oe.received_at, oe.id) < (ev.received_at, ev.id)
                     ) AS behind
              FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS x(run_id, step_index, ord)
@@ -118,6 +133,7 @@ impl Statement for Read {
         )
         .bind(jobs.iter().map(|j| j.run_id).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.step_index).collect::<Vec<_>>())
+        .bind(self.stranded_secs)
         .fetch_all(conn)
         .await?;
         Ok(by_ord(

@@ -442,3 +442,36 @@ impl crate::db::batch::Statement for CreateRuns {
             .collect())
     }
 }
+
+/// Runs that should be moving and are not: queued or running, untouched for `after`, with no
+/// timer and no job in the outbox (a job lost between the queue and a worker, or dead-lettered
+/// and lost). Their current step's job, at most 500, oldest first; the worker's checks make a
+/// job that was in fact still on its way harmless.
+pub async fn stranded(
+    conn: &mut PgConnection,
+    after: std::time::Duration,
+) -> sqlx::Result<Vec<Job>> {
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT r.id, r.step_index FROM runs r
+         WHERE r.finished_at IS NULL AND r.status IN ('queued', 'running')
+           AND r.updated_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM timers t WHERE t.run_id = r.id)
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.destination = 'jobs'
+                                                    AND o.body ->> 'run_id' = r.id::text)
+         ORDER BY r.updated_at LIMIT 500
+         FOR UPDATE OF r SKIP LOCKED",
+    )
+    .bind(after.as_secs_f64())
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    // Touched, so that the next sweep leaves them the same time again.
+    sqlx::query("UPDATE runs SET updated_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, step_index)| Job::step(run_id, step_index))
+        .collect())
+}

@@ -723,6 +723,8 @@ async fn handle_delivery(
             return;
         }
     };
+    let since = std::time::Instant::now();
+    let mut waits = backon::BackoffBuilder::build(crate::failure::backoff::held());
     loop {
         match execute_job(services, statements, workflows, job).await {
             Ok(Outcome::Done(rows)) => {
@@ -740,11 +742,18 @@ async fn handle_delivery(
             Ok(Outcome::Busy(wait)) => {
                 tokio::time::sleep(wait.min(services.lease) + Duration::from_millis(50)).await;
             }
-            Err(e) => {
-                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "job failed to run; back to the queue");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = delivery.requeue().await;
+            // Held, not requeued (a quorum queue drops a message after 20 redeliveries):
+            // tried again after a pause, and dead-lettered when it keeps failing, to be put
+            // back later.
+            Err(e) if since.elapsed() >= crate::failure::backoff::HOLD_PATIENCE => {
+                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), "job kept failing to run; dead-lettered, to be put back later");
+                let _ = delivery.reject().await;
                 return;
+            }
+            Err(e) => {
+                let wait = waits.next().unwrap_or(Duration::from_secs(15));
+                tracing::warn!(run_id = %job.run_id, error = format!("{e:#}"), retry_in = ?wait, "job failed to run; holding it and trying again");
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -759,7 +768,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let queue = bus.names().jobs_queue.clone();
-    let statements = Statements::new(&services.pool, services.lease);
+    let statements = Statements::new(&services.pool, services.lease, services.stranded_after);
     crate::bus::consume_loop(&bus, &queue, prefetch, "worker", shutdown, |d| {
         let (services, bus, workflows) = (services.clone(), bus.clone(), workflows.clone());
         let statements = statements.clone();

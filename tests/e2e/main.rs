@@ -31,6 +31,7 @@ mod retries;
 mod schedules;
 mod senders;
 mod states;
+mod stranded;
 mod step_retry;
 mod steps_misc;
 mod template_catalog;
