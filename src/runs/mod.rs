@@ -122,6 +122,22 @@ pub(crate) async fn move_to(
     Ok(vec![row])
 }
 
+/// Stages `jobs` for the jobs queue inside the caller's transaction: the rows to publish.
+pub(crate) async fn stage_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: impl IntoIterator<Item = Job>,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    let mut rows = Vec::new();
+    for job in jobs {
+        let body = serde_json::to_value(job)?;
+        let row = outbox::stage(tx, Destination::Jobs, "", &body, None)
+            .await
+            .context("stage job")?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 pub(crate) async fn finish_run(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: Job,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        Bus, Destination,
+        Bus,
         outbox::{self, OutboxRow},
     },
     store::runs,
@@ -23,21 +23,10 @@ pub async fn sweep_once(pool: &PgPool, after: Duration) -> anyhow::Result<Vec<Ou
     let jobs = runs::stranded(&mut tx, after)
         .await
         .context("find stranded runs")?;
-    let mut rows = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for job in &jobs {
         tracing::warn!(run_id = %job.run_id, step = job.step_index, "run was stranded; its job is staged again");
-        rows.push(
-            outbox::stage(
-                &mut tx,
-                Destination::Jobs,
-                "",
-                &serde_json::to_value(job)?,
-                None,
-            )
-            .await
-            .context("stage the stranded run's job")?,
-        );
     }
+    let rows = super::stage_jobs(&mut tx, jobs).await?;
     tx.commit().await.context("commit sweep")?;
     metrics::counter!("herald_runs_swept_total").increment(rows.len() as u64);
     Ok(rows)

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        Bus, Destination,
+        Bus,
         outbox::{self, OutboxRow},
     },
     store::timers,
@@ -22,20 +22,7 @@ pub async fn claim_due(pool: &PgPool) -> anyhow::Result<Vec<OutboxRow>> {
     let due = timers::claim_due(&mut tx)
         .await
         .context("claim due timers")?;
-    let mut rows = Vec::with_capacity(due.len());
-    for job in due {
-        rows.push(
-            outbox::stage(
-                &mut tx,
-                Destination::Jobs,
-                "",
-                &serde_json::to_value(job)?,
-                None,
-            )
-            .await
-            .context("stage timer job")?,
-        );
-    }
+    let rows = super::stage_jobs(&mut tx, due).await?;
     tx.commit().await.context("commit timers")?;
     Ok(rows)
 }

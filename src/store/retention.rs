@@ -117,16 +117,15 @@ pub async fn delete_unlinked_messages(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM outbound_messages WHERE id IN (
            SELECT id FROM outbound_messages WHERE run_id IS NULL AND created_at < $1
             ORDER BY created_at LIMIT $2)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Deletes up to `limit` events received before `cutoff` that no run refers to any more and
@@ -137,7 +136,8 @@ pub async fn delete_events(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM events WHERE id IN (
            SELECT e.id FROM events e
             WHERE e.received_at < $1
@@ -145,12 +145,10 @@ pub async fn delete_events(
               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id)
             ORDER BY e.received_at LIMIT $2
             FOR UPDATE SKIP LOCKED)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Deletes up to `limit` AI messages stored before `cutoff` (a conversation keeps its newer
@@ -160,15 +158,14 @@ pub async fn delete_ai_messages(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM ai_messages WHERE id IN (
            SELECT id FROM ai_messages WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Deletes up to `limit` AI conversations started before `cutoff` that have no message left.
@@ -177,19 +174,18 @@ pub async fn delete_ai_conversations(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM ai_conversations WHERE id IN (
            SELECT c.id FROM ai_conversations c
             WHERE c.created_at < $1
               AND NOT EXISTS (SELECT 1 FROM ai_messages m WHERE m.conversation_id = c.id)
             ORDER BY c.created_at LIMIT $2
             FOR UPDATE SKIP LOCKED)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Deletes up to `limit` quarantined bodies received before `cutoff`, replayed or not.
@@ -198,15 +194,14 @@ pub async fn delete_quarantine(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM quarantine WHERE id IN (
            SELECT id FROM quarantine WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Deletes up to `limit` team notifications about senders sent before `cutoff` (unsent ones
@@ -216,16 +211,15 @@ pub async fn delete_sender_notices(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    delete_batch(
+        conn,
         "DELETE FROM sender_notices WHERE id IN (
            SELECT id FROM sender_notices WHERE sent_at < $1 ORDER BY sent_at LIMIT $2
            FOR UPDATE SKIP LOCKED)",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// `VACUUM (ANALYZE)` of `tables` (names from this module's constants only). `conn` must not be
@@ -261,4 +255,19 @@ pub async fn unlock(conn: &mut PgConnection) -> sqlx::Result<()> {
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Runs one batched delete whose `$1` is the cutoff and `$2` the batch size; the rows deleted.
+async fn delete_batch(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(sql)
+        .bind(cutoff)
+        .bind(limit)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }
