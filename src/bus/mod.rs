@@ -336,28 +336,22 @@ impl Bus {
         connection: &Connection,
         channel: &Channel,
     ) -> Result<(), lapin::Error> {
-        channel
-            .exchange_declare(
-                self.names.events_exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.names.dead_exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        for (exchange, kind) in [
+            (&self.names.events_exchange, ExchangeKind::Topic),
+            (&self.names.dead_exchange, ExchangeKind::Fanout),
+        ] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         for queue in [&self.names.dead_queue, &self.names.parked_queue] {
             channel
                 .queue_declare(

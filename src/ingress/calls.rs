@@ -305,9 +305,8 @@ pub async fn receive(
         Ok(r) => r,
         Err(e) if crate::db::is_data_error(&e) => {
             // The same body would fail the same way for ever: keep it, answer 200.
-            let reason = format!("PostgreSQL refused the data: {e}");
-            return match super::quarantine::keep(&state.pool, "calls", &body, &reason).await {
-                Ok(id) => answer(
+            return match super::quarantine::keep_refused(&state.pool, "calls", &body, &e).await {
+                Ok((id, reason)) => answer(
                     StatusCode::OK,
                     "quarantined",
                     json!({"status": "quarantined", "quarantine_id": id, "reason": reason}),

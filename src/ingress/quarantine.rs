@@ -11,6 +11,20 @@ use crate::{
     store::quarantine,
 };
 
+/// Keeps a body whose data PostgreSQL refused (see `db::is_data_error`): the same body would
+/// fail the same way for ever, so it is kept with the refusal as its reason. Returns the
+/// quarantine id and the reason, for the caller's 200 answer.
+pub async fn keep_refused(
+    pool: &PgPool,
+    source: &str,
+    body: &[u8],
+    error: &sqlx::Error,
+) -> sqlx::Result<(Uuid, String)> {
+    let reason = format!("PostgreSQL refused the data: {error}");
+    let id = keep(pool, source, body, &reason).await?;
+    Ok((id, reason))
+}
+
 pub async fn keep(pool: &PgPool, source: &str, body: &[u8], reason: &str) -> sqlx::Result<Uuid> {
     let id = Uuid::now_v7();
     quarantine::insert(pool, id, source, body, reason).await?;

@@ -56,9 +56,8 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {
 /// PostgreSQL refused the data itself: the same body would fail the same way for ever, so it
 /// is quarantined with the reason and answered 200 (Meta stops delivering it).
 async fn refused_data(state: &IngressState, body: &[u8], error: &sqlx::Error) -> Response {
-    let reason = format!("PostgreSQL refused the data: {error}");
-    match quarantine::keep(&state.pool, "whatsapp", body, &reason).await {
-        Ok(id) => answer(
+    match quarantine::keep_refused(&state.pool, "whatsapp", body, error).await {
+        Ok((id, reason)) => answer(
             StatusCode::OK,
             "quarantined",
             json!({"status": "quarantined", "quarantine_id": id, "reason": reason}),
