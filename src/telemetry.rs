@@ -122,11 +122,20 @@ mod tests {
     #[test]
     fn installing_the_recorder_starts_its_upkeep_thread() {
         let _ = metrics();
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .map(|name| name.trim().to_string())
-            .collect();
+        let names_now = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        };
+        // A new thread names itself once it runs: until then it has its parent's name.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut names = names_now();
+        while !names.iter().any(|n| n == "metrics-upkeep") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            names = names_now();
+        }
         assert!(
             names.iter().any(|n| n == "metrics-upkeep"),
             "no metrics-upkeep thread among {names:?}"
